@@ -1,0 +1,12 @@
+"""Record spaces: the byte after the account id in every record key.
+
+One byte per sub-space (the way Stalwart prefixes its key spaces). The
+storage layer keeps 0x01-0x0f; each protocol area takes its own range so that
+one account's data of one kind is one contiguous key range.
+"""
+
+SPACE_COUNTER = 0x01  # the account's change counter (store.py)
+SPACE_CONTENT = 0x02  # content meta: size, chunks, references (content.py)
+
+# 0x10-0x1f mail (IMAP issue), 0x20-0x2f CalDAV/CardDAV, 0x30-0x3f files,
+# 0x40-0x4f outbound queue and mail transport.
