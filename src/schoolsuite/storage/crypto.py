@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .errors import StoreOpenError
+
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -42,7 +44,7 @@ NAME_HASH_SIZE = 16
 _MASTER_KEY_HEADER = "schoolsuite-master-key-v1"
 
 
-class MasterKeyError(Exception):
+class MasterKeyError(StoreOpenError):
     """The master key is missing, unreadable, malformed, or not this store's."""
 
 

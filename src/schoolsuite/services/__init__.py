@@ -1,0 +1,125 @@
+"""What the protocols share: accounts, authentication, the store writer, sessions.
+
+:meth:`Services.build` assembles them from the config; protocol modules get
+one :class:`Services` object and call nothing below it but the storage API.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from .. import metrics
+from ..storage import Store
+from ..storage import accounts as directory
+from .accounts import AccountService
+from .auth import AuthService
+from .cred import SchoolsuiteRealm, make_portal
+from .throttle import Throttle
+from .writer import StoreWriter
+
+log = Logger(namespace="schoolsuite.services")
+
+
+class SessionRegistry:
+    """Open sessions per account, so that a deleted or disabled account's
+    connections can be closed at once."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[bytes, set[Callable[[], None]]] = defaultdict(set)
+
+    def add(self, account_id: bytes, close: Callable[[], None]) -> Callable[[], None]:
+        """Register a session's ``close``; returns the function that unregisters it."""
+        self._sessions[account_id].add(close)
+
+        def remove() -> None:
+            sessions = self._sessions.get(account_id)
+            if sessions is not None:
+                sessions.discard(close)
+                if not sessions:
+                    del self._sessions[account_id]
+
+        return remove
+
+    def count(self, account_id: bytes) -> int:
+        return len(self._sessions.get(account_id, ()))
+
+    def close_all(self, account_id: bytes) -> int:
+        sessions = self._sessions.pop(account_id, set())
+        for close in sessions:
+            close()
+        return len(sessions)
+
+
+@dataclass
+class Services:
+    """Everything the protocol layer may use."""
+
+    store: Store
+    writer: StoreWriter
+    accounts: AccountService
+    auth: AuthService
+    realm: SchoolsuiteRealm
+    sessions: SessionRegistry
+    reactor: Any
+    portal: Any = field(default=None)
+
+    @classmethod
+    def build(cls, config: Any, store: Store, reactor: Any) -> "Services":
+        """Assemble the services of one server process."""
+        auth_config = config.auth
+        throttle = Throttle(
+            delay_after=auth_config.fail_delay_after,
+            delay_max=auth_config.fail_delay_max_seconds,
+            block_after_account=auth_config.block_after_account,
+            block_after_client=auth_config.block_after_client,
+            block_seconds=auth_config.block_seconds,
+        )
+        auth = AuthService(store, throttle, reactor)
+        sessions = SessionRegistry()
+        realm = SchoolsuiteRealm()
+
+        def on_change(event: str, account_id: bytes) -> None:
+            # Runs on the writer thread after commit; act on the reactor.
+            reactor.callFromThread(_account_changed, event, account_id)
+
+        def _account_changed(event: str, account_id: bytes) -> None:
+            auth.forget_cached()
+            if event == "deleted":
+                sessions.close_all(account_id)
+            elif event == "changed":
+                with store.read() as txn:
+                    account = directory.get_account(txn, account_id)
+                if account is not None and not account.active:
+                    sessions.close_all(account_id)
+            _update_account_gauge(store)
+
+        services = cls(
+            store=store,
+            writer=StoreWriter(reactor),
+            accounts=AccountService(store, on_change),
+            auth=auth,
+            realm=realm,
+            sessions=sessions,
+            reactor=reactor,
+        )
+        services.portal = make_portal(auth, realm)
+        _update_account_gauge(store)
+        return services
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Wait for the queued store writes, then stop the writer thread."""
+        return self.writer.shutdown()
+
+
+def _update_account_gauge(store: Store) -> None:
+    with store.read() as txn:
+        metrics.ACCOUNTS.set(directory.count_accounts(txn))
+
+
+__all__ = ["Services", "SessionRegistry"]

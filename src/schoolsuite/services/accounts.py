@@ -1,0 +1,203 @@
+"""Accounts: creating, changing and destroying them, with their app passwords.
+
+Every operation is one store transaction, so a failure leaves no half-made
+account. The methods are synchronous (the CLI calls them directly); a server
+runs them on the writer thread (:class:`schoolsuite.services.writer.StoreWriter`).
+
+Other areas add what a new account needs (mailboxes, a calendar, an address
+book, a file space) by appending to :data:`ACCOUNT_INITIALIZERS`; they run
+inside the creating transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import UserError
+from ..storage import NotFound, Store, WriteTxn
+from ..storage import accounts as directory
+from ..storage.accounts import Account, AppPassword
+from ..storage.errors import Conflict
+from . import passwords
+
+#: Called as ``init(txn, account)`` inside the transaction that creates an account.
+ACCOUNT_INITIALIZERS: list[Callable[[WriteTxn, Account], None]] = []
+
+MAX_APP_PASSWORDS = 50
+_LABEL = re.compile(r"^[\w.@+ -]{1,64}$")
+# RFC 5321 §4.1.2 dot-atom local part (ASCII or UTF-8 per RFC 6531), a dotted domain.
+_LOCAL = re.compile(r"^[^\s\"(),:;<>@\[\\\]]+$")
+_LABEL_DNS = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class AccountError(UserError):
+    """A refused account operation (malformed address, unknown user, taken address)."""
+
+
+def normalize_address(address: str) -> str:
+    """Canonical form of a mail address: NFC, lower case, IDNA domain; :class:`AccountError` if malformed."""
+    address = unicodedata.normalize("NFC", address.strip())
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or len(address) > 254 or len(local) > 64:
+        raise AccountError(f"malformed address {address!r}: expected name@domain")
+    if not _LOCAL.match(local) or local.startswith(".") or local.endswith(".") or ".." in local:
+        raise AccountError(f"malformed address {address!r}: bad local part")
+    try:
+        domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise AccountError(f"malformed address {address!r}: bad domain") from None
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_LABEL_DNS.match(label) for label in labels):
+        raise AccountError(f"malformed address {address!r}: bad domain")
+    return f"{local.lower()}@{domain}"
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """What ``user show`` and ``user list`` tell; no hashes."""
+
+    address: str
+    name: str
+    quota: int | None
+    created: float
+    active: bool
+    aliases: tuple[str, ...]
+    app_passwords: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def of(cls, account: Account) -> "AccountInfo":
+        return cls(
+            address=account.address,
+            name=account.name,
+            quota=account.quota,
+            created=account.created,
+            active=account.active,
+            aliases=tuple(account.aliases),
+            app_passwords=tuple((a.label, a.created) for a in account.app_passwords),
+        )
+
+
+class AccountService:
+    """Typed account operations over the store."""
+
+    def __init__(self, store: Store, on_change: Callable[[str, bytes], None] | None = None) -> None:
+        self._store = store
+        # Told ("created" | "changed" | "deleted", account id) after commit, e.g. to
+        # drop cached credentials or close a deleted user's sessions.
+        self._on_change = on_change or (lambda event, account_id: None)
+
+    def _require(self, txn, address: str) -> Account:  # type: ignore[no-untyped-def]
+        account = directory.find_account(txn, normalize_address(address))
+        if account is None:
+            raise AccountError(f"no such user: {address}")
+        return account
+
+    def _notify(self, txn: WriteTxn, event: str, account_id: bytes) -> None:
+        txn.after_commit(lambda: self._on_change(event, account_id))
+
+    def add(self, address: str, password: str, *, name: str = "", quota: int | None = None) -> AccountInfo:
+        """Create an account with everything a new teacher needs."""
+        address = normalize_address(address)
+        passwords.check_password_policy(password, address)
+        if quota is not None and quota <= 0:
+            raise AccountError("the quota must be positive")
+        password_hash = passwords.hash_secret(password)
+        with self._store.write() as txn:
+            try:
+                account = directory.create_account(
+                    txn, address, name=name.strip(), quota=quota, password_hash=password_hash
+                )
+            except Conflict:
+                raise AccountError(f"user exists already: {address}") from None
+            for init in ACCOUNT_INITIALIZERS:
+                init(txn, account)
+            self._notify(txn, "created", account.id)
+        return AccountInfo.of(account)
+
+    def set_password(self, address: str, password: str) -> None:
+        """Replace the password (app passwords stay)."""
+        normalized = normalize_address(address)
+        passwords.check_password_policy(password, normalized)
+        password_hash = passwords.hash_secret(password)
+        with self._store.write() as txn:
+            account = self._require(txn, normalized)
+            account.password_hash = password_hash
+            directory.update_account(txn, account)
+            self._notify(txn, "changed", account.id)
+
+    def delete(self, address: str) -> None:
+        """Destroy the account's data key and every record of it."""
+        with self._store.write() as txn:
+            account = self._require(txn, address)
+            directory.delete_account(txn, account.id)
+            self._notify(txn, "deleted", account.id)
+
+    def get(self, address: str) -> AccountInfo:
+        with self._store.read() as txn:
+            return AccountInfo.of(self._require(txn, address))
+
+    def list(self) -> list[AccountInfo]:
+        """Every account, by address."""
+        with self._store.read() as txn:
+            return sorted((AccountInfo.of(a) for a in directory.list_accounts(txn)), key=lambda a: a.address)
+
+    def count(self) -> int:
+        with self._store.read() as txn:
+            return directory.count_accounts(txn)
+
+    def add_app_password(self, address: str, label: str) -> str:
+        """Generate a per-device password; returns it (shown once, stored hashed)."""
+        label = label.strip()
+        if not _LABEL.match(label):
+            raise AccountError("an app password label has 1 to 64 letters, digits, spaces or . _ @ + -")
+        with self._store.read() as txn:
+            taken = {a.label for a in self._require(txn, address).app_passwords}
+        if label in taken:
+            raise AccountError(f"app password {label!r} exists already")
+        while True:
+            secret = passwords.generate_app_password()
+            prefix = passwords.app_password_id(secret)
+            with self._store.read() as txn:
+                ids = {passwords.app_password_id_of(a) for a in self._require(txn, address).app_passwords}
+            if prefix not in ids:
+                break
+        entry = AppPassword(label=label, hash=f"{prefix}${passwords.hash_secret(secret)}", created=time.time())
+        with self._store.write() as txn:
+            account = self._require(txn, address)
+            if any(a.label == label for a in account.app_passwords):
+                raise AccountError(f"app password {label!r} exists already")
+            if len(account.app_passwords) >= MAX_APP_PASSWORDS:
+                raise AccountError(f"an account has at most {MAX_APP_PASSWORDS} app passwords")
+            account.app_passwords.append(entry)
+            directory.update_account(txn, account)
+            self._notify(txn, "changed", account.id)
+        return secret
+
+    def list_app_passwords(self, address: str) -> list[tuple[str, float]]:
+        return list(self.get(address).app_passwords)
+
+    def delete_app_password(self, address: str, label: str) -> None:
+        with self._store.write() as txn:
+            account = self._require(txn, address)
+            kept = [a for a in account.app_passwords if a.label != label]
+            if len(kept) == len(account.app_passwords):
+                raise AccountError(f"no app password {label!r} for {account.address}")
+            account.app_passwords = kept
+            directory.update_account(txn, account)
+            self._notify(txn, "changed", account.id)
+
+    def find_id(self, address: str) -> bytes | None:
+        """The account id for an address or alias (None if unknown or malformed)."""
+        try:
+            normalized = normalize_address(address)
+        except AccountError:
+            return None
+        with self._store.read() as txn:
+            return directory.find_account_id(txn, normalized)
+
+
+__all__ = ["ACCOUNT_INITIALIZERS", "AccountError", "AccountInfo", "AccountService", "NotFound", "normalize_address"]
