@@ -1,0 +1,7 @@
+"""``python -m schoolsuite``: the same as the ``schoolsuite`` command."""
+
+import sys
+
+from schoolsuite.cli import main
+
+sys.exit(main())

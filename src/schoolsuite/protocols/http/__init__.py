@@ -1,0 +1,1 @@
+"""The HTTPS site: well-known redirects, DAV and file mounts, admin API."""

@@ -1,0 +1,229 @@
+"""Server assembly: config → store, services, listeners; lifecycle.
+
+Each enabled listener gets a Twisted server endpoint (``tcp:`` or systemd
+socket activation), a protocol factory from :data:`PROTOCOL_FACTORIES`, implicit
+TLS where configured, and connection metrics. On SIGTERM/SIGINT the reactor
+stops listening, waits for ``services.shutdown()`` (open transactions finish)
+and closes the store.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet import defer, error
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web import resource
+
+from schoolsuite.config import Config, Listener
+from schoolsuite.errors import UserError
+from schoolsuite.metrics import (
+    CONNECTIONS_TOTAL, OPEN_CONNECTIONS, REGISTRY, STORE_MAP_SIZE_BYTES, STORE_MAP_USED_BYTES)
+from schoolsuite.protocols.http.site import Root, make_site
+
+log = Logger(namespace="schoolsuite.server")
+
+TLS_LABELS = {"implicit": "implicit TLS", "starttls": "STARTTLS", "none": "no TLS"}
+SERVER_NAMES = {"imap": "IMAP", "imaps": "IMAP", "submission": "SMTP submission",
+                "submissions": "SMTP submission", "mx": "SMTP (MX)"}
+
+
+class ServerError(UserError):
+    """A listener cannot be set up or cannot listen (one-line message)."""
+
+
+@dataclass
+class ServerContext:
+    """What a protocol factory gets: its listener, the shared services, TLS for STARTTLS."""
+
+    name: str
+    listener: Listener
+    config: Config
+    store: Any
+    services: Any
+    reactor: Any
+    tls: CertificateOptions | None  # for STARTTLS; implicit TLS is wrapped around the factory
+
+
+def https_factory(ctx: ServerContext) -> Factory:
+    """The HTTPS site; DAV, files and admin mount on ``Root`` as they land."""
+    return make_site(Root())
+
+
+class StoreGaugedMetrics(resource.Resource):
+    """``/metrics`` via prometheus_client's MetricsResource, refreshing store gauges per scrape."""
+
+    isLeaf = True
+
+    def __init__(self, store: Any) -> None:
+        super().__init__()
+        from prometheus_client.twisted import MetricsResource
+
+        self._inner = MetricsResource(registry=REGISTRY)
+        self._store = store
+
+    def render(self, request: Any) -> Any:
+        if hasattr(self._store, "map_usage"):
+            used, size = self._store.map_usage()
+            STORE_MAP_USED_BYTES.set(used)
+            STORE_MAP_SIZE_BYTES.set(size)
+        return self._inner.render(request)
+
+
+def metrics_factory(ctx: ServerContext) -> Factory:
+    """Plain-HTTP Prometheus exposition at ``/metrics``."""
+    root = resource.Resource()
+    root.putChild(b"metrics", StoreGaugedMetrics(ctx.store))
+    return make_site(root)
+
+
+# Listener name → factory builder; protocol modules add imap, submission, mx, ...
+PROTOCOL_FACTORIES: dict[str, Callable[[ServerContext], Factory]] = {
+    "https": https_factory,
+    "metrics": metrics_factory,
+}
+
+
+class _CountingProtocol(ProtocolWrapper):
+    def connectionMade(self) -> None:
+        label = self.factory.label
+        CONNECTIONS_TOTAL.labels(label).inc()
+        OPEN_CONNECTIONS.labels(label).inc()
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any) -> None:
+        OPEN_CONNECTIONS.labels(self.factory.label).dec()
+        super().connectionLost(reason)
+
+
+class CountingFactory(WrappingFactory):
+    """Counts accepted and open connections per protocol (bounded label: listener name)."""
+
+    protocol = _CountingProtocol
+    noisy = False
+
+    def __init__(self, wrapped: Factory, label: str) -> None:
+        super().__init__(wrapped)
+        self.label = label
+        OPEN_CONNECTIONS.labels(label).set(0)
+
+
+@dataclass
+class _Planned:
+    name: str
+    listener: Listener
+    endpoint: IStreamServerEndpoint
+    factory: Factory
+
+
+def _address(port: IListeningPort) -> str:
+    host = port.getHost()
+    if hasattr(host, "port"):
+        return f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
+    return str(getattr(host, "name", host))
+
+
+class Server:
+    """The assembled server: planned listeners, then ports once listening."""
+
+    def __init__(self, config: Config, reactor: Any, store: Any, services: Any) -> None:
+        self.config, self.reactor, self.store, self.services = config, reactor, store, services
+        self.planned: list[_Planned] = []
+        self.ports: list[IListeningPort] = []
+        self._stopped = False
+
+    @defer.inlineCallbacks
+    def listen(self) -> Any:
+        """Listen on every planned endpoint, one line per listener; ServerError on failure."""
+        for plan in self.planned:
+            try:
+                port = yield plan.endpoint.listen(plan.factory)
+            except error.CannotListenError as exc:
+                reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+                raise ServerError(f"cannot listen for {plan.name} on {plan.listener.endpoint}: {reason}") from None
+            except Exception as exc:
+                raise ServerError(f"cannot listen for {plan.name} on {plan.listener.endpoint}: {exc}") from None
+            self.ports.append(port)
+            print(f"listening: {plan.name} on {_address(port)} ({TLS_LABELS[plan.listener.tls]})", flush=True)
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Stop listening, let services finish open transactions, close the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
+            if self.services is not None and hasattr(self.services, "shutdown"):
+                yield defer.maybeDeferred(self.services.shutdown)
+        finally:
+            self.store.close()
+            log.info("schoolsuite stopped; store closed")
+
+
+def _plan(server: Server, name: str, listener: Listener, tls: CertificateOptions | None) -> _Planned | None:
+    build = PROTOCOL_FACTORIES.get(name)
+    if build is None:
+        log.warn("{name} listener configured but the {proto} server is not implemented yet; not listening",
+                 name=name, proto=SERVER_NAMES.get(name, name))
+        return None
+    try:
+        endpoint = serverFromString(server.reactor, listener.endpoint)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        hint = "no such inherited socket (check LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES)" if listener.endpoint.startswith("systemd") else str(exc)
+        raise ServerError(f"[listeners.{name}] endpoint {listener.endpoint!r}: {hint}") from None
+    ctx = ServerContext(name, listener, server.config, server.store, server.services, server.reactor, tls)
+    factory = build(ctx)
+    if listener.tls == "implicit":
+        factory = TLSMemoryBIOFactory(tls, False, factory)
+    return _Planned(name, listener, endpoint, CountingFactory(factory, name))
+
+
+def build_server(config: Config, reactor: Any) -> Server:
+    """Open the store, build services and plan every enabled listener (nothing listens yet)."""
+    from schoolsuite.instance import open_store
+    from schoolsuite.services import Services
+    from schoolsuite.tls import context_for
+
+    enabled = [(n, lst) for n, lst in config.listeners.items() if lst.enabled]
+    tls = context_for(config) if any(lst.tls != "none" for _, lst in enabled) else None
+    store = open_store(config)
+    try:
+        services = Services.build(config, store, reactor)
+        server = Server(config, reactor, store, services)
+        for name, listener in enabled:
+            plan = _plan(server, name, listener, tls)
+            if plan is not None:
+                server.planned.append(plan)
+    except BaseException:
+        store.close()
+        raise
+    return server
+
+
+def serve(config: Config, reactor: Any = None) -> int:
+    """Run until SIGTERM/SIGINT; return the exit status (0 after a clean stop)."""
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    server = build_server(config, reactor)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    status = {"code": 0}
+
+    def failed(failure: Any) -> None:
+        status["code"] = 2
+        msg = failure.getErrorMessage() if failure.check(UserError) else f"internal error: {failure.value!r}"
+        print(f"schoolsuite: {msg}", file=sys.stderr, flush=True)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: server.listen().addErrback(failed))
+    reactor.addSystemEventTrigger("before", "shutdown", server.stop)
+    reactor.run()  # installs SIGTERM/SIGINT handlers that stop the reactor
+    return status["code"]

@@ -1,0 +1,114 @@
+"""Helpers for tests that run instances and servers (imported as ``support``; fixtures live in conftest)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+LISTENERS = ("imap", "imaps", "submission", "submissions", "mx", "https", "metrics")
+
+# Debian package that ships each client program the tests may use.
+DEBIAN_PACKAGES = {"promtool": "prometheus", "curl": "curl", "openssl": "openssl"}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_program(name: str) -> str:
+    """Path of a real client program; skip without it, or fail under SCHOOLSUITE_REQUIRE_CLIENTS=1."""
+    path = shutil.which(name)
+    if path:
+        return path
+    pkg = DEBIAN_PACKAGES.get(name, name)
+    message = f"needs {name} from Debian (apt-get install {pkg})"
+    if os.environ.get("SCHOOLSUITE_REQUIRE_CLIENTS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Instance:
+    """An initialised instance directory with its listener ports."""
+
+    dir: Path
+    config: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cert(self) -> Path:
+        return self.dir / "tls" / "cert.pem"
+
+    def set_listener(self, name: str, **values: str | bool) -> None:
+        """Rewrite keys of ``[listeners.NAME]`` in the config file."""
+        text = self.config.read_text()
+        head = f"[listeners.{name}]\n"
+        start = text.index(head) + len(head)
+        end = text.find("\n[", start)
+        end = len(text) if end < 0 else end
+        section = text[start:end]
+        for key, value in values.items():
+            rendered = ("true" if value else "false") if isinstance(value, bool) else f'"{value}"'
+            section = re.sub(rf"^{key} = .*$", f"{key} = {rendered}", section, flags=re.M)
+        self.config.write_text(text[:start] + section + text[end:])
+
+
+def schoolsuite_cmd(*args: str) -> list[str]:
+    """Command line running the CLI with this interpreter."""
+    return [sys.executable, "-m", "schoolsuite", *args]
+
+
+@dataclass
+class Running:
+    """A ``schoolsuite serve`` subprocess and the listener lines it printed."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str]
+    head: list[str] = field(default_factory=list)
+    out: str = ""
+    err: str = ""
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM and wait; return the exit status (rest of the output in ``out``/``err``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rest, self.err = self.proc.communicate(timeout=timeout)
+        self.out = "".join(self.head) + rest
+        return self.proc.returncode
+
+
+def start_server(cmd: list[str], expect: int, env: dict[str, str] | None = None,
+                 timeout: float = 20, **popen: object) -> Running:
+    """Start ``cmd``; wait for ``expect`` "listening:" lines (fail with its output if it dies)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **popen)  # type: ignore[call-overload]
+    lines: list[str] = []
+    head: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while len(lines) < expect:
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(5)
+            pytest.fail(f"server exited {proc.returncode}: {''.join(head)} {proc.stderr.read() if proc.stderr else ''}")
+        head.append(line)
+        if line.startswith("listening: "):
+            lines.append(line.strip())
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("server did not start in time")
+    return Running(proc, lines, head)
