@@ -9,6 +9,7 @@ and closes the store.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -53,9 +54,27 @@ class ServerContext:
     tls: CertificateOptions | None  # for STARTTLS; implicit TLS is wrapped around the factory
 
 
+#: Applications under the HTTPS root (``b"dav"``, ``b"files"``, ``b"admin"``, ...):
+#: name → builder of the resource; protocol modules add theirs when imported.
+HTTP_MOUNTS: dict[bytes, Callable[[ServerContext], resource.IResource]] = {}
+
+#: Protocol modules; importing one registers its listeners (PROTOCOL_FACTORIES)
+#: and HTTP applications (HTTP_MOUNTS). Add a module here when it lands.
+PROTOCOL_MODULES: tuple[str, ...] = ()
+
+
+def load_protocols() -> None:
+    """Import every protocol module so that it registers itself."""
+    for name in PROTOCOL_MODULES:
+        importlib.import_module(name)
+
+
 def https_factory(ctx: ServerContext) -> Factory:
-    """The HTTPS site; DAV, files and admin mount on ``Root`` as they land."""
-    return make_site(Root())
+    """The HTTPS site: the root, well-known, and every registered mount."""
+    root = Root()
+    for name, build in HTTP_MOUNTS.items():
+        root.mount(name, build(ctx))
+    return make_site(root)
 
 
 class StoreGaugedMetrics(resource.Resource):
@@ -193,6 +212,7 @@ def build_server(config: Config, reactor: Any) -> Server:
     from schoolsuite.services import Services
     from schoolsuite.tls import context_for
 
+    load_protocols()
     enabled = [(n, lst) for n, lst in config.listeners.items() if lst.enabled]
     tls = context_for(config) if any(lst.tls != "none" for _, lst in enabled) else None
     store = open_store(config)
