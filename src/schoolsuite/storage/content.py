@@ -160,7 +160,14 @@ class ContentWriter:
         if len(self._buffer) >= self._batch:
             full = len(self._buffer) - len(self._buffer) % CHUNK_SIZE
             with self._store.write() as txn:
+                self._check_pending(txn)
                 self._flush(txn.user(self._account_id), full)
+                # Still in progress: keep sweep_pending off a long upload.
+                txn.meta_put(self._pending_key, _U64.pack(time.time()))
+
+    def _check_pending(self, txn: WriteTxn) -> None:
+        if txn.meta_get(self._pending_key) is None:
+            raise NotFound("content was swept before it was committed")
 
     def _flush(self, user: UserWrite, length: int) -> None:
         data = bytes(self._buffer[:length])
@@ -169,12 +176,17 @@ class ContentWriter:
 
     def commit(self, txn: WriteTxn) -> ContentInfo:
         """Write the remainder and publish the content (one reference) in ``txn``."""
+        self._check_pending(txn)
         user = txn.user(self._account_id)
         self._flush(user, len(self._buffer))
         user.put(SPACE_CONTENT, self.content_id, _META.pack(self.size, self._chunks, 1, 1))
         txn.meta_delete(self._pending_key)
-        self._done = True
+        # Closed only once ``txn`` commits: if it aborts, abort() must still clean up.
+        txn.after_commit(self._committed)
         return ContentInfo(self.content_id, self.size, self._chunks, 1)
+
+    def _committed(self) -> None:
+        self._done = True
 
     def abort(self) -> None:
         """Throw away what was written."""

@@ -40,6 +40,8 @@ TAG_SIZE = 16
 SEAL_VERSION = b"\x01"
 SEAL_OVERHEAD = len(SEAL_VERSION) + NONCE_SIZE + TAG_SIZE
 NAME_HASH_SIZE = 16
+_SEAL_VERSION_BYTE = SEAL_VERSION[0]
+_CIPHERTEXT = len(SEAL_VERSION) + NONCE_SIZE  # where the ciphertext starts
 
 _MASTER_KEY_HEADER = "schoolsuite-master-key-v1"
 
@@ -123,11 +125,10 @@ class Sealer:
 
     def open(self, sealed: bytes, identity: bytes) -> bytes:
         """Return the plaintext, or raise :class:`SealError`."""
-        if len(sealed) < SEAL_OVERHEAD or sealed[:1] != SEAL_VERSION:
+        if len(sealed) < SEAL_OVERHEAD or sealed[0] != _SEAL_VERSION_BYTE:
             raise SealError("not a sealed value")
-        nonce = bytes(sealed[1 : 1 + NONCE_SIZE])
         try:
-            return self._aead.decrypt(nonce, bytes(sealed[1 + NONCE_SIZE :]), identity)
+            return self._aead.decrypt(sealed[1:_CIPHERTEXT], sealed[_CIPHERTEXT:], identity)
         except InvalidTag:
             raise SealError("sealed value failed authentication") from None
 

@@ -57,6 +57,9 @@ _INLINE = b"\x00"
 _SPILLED = b"\x01"
 _SPILL = struct.Struct(">16sIQ")  # blob id, chunks, total length
 _U64 = struct.Struct(">Q")
+_SPACE_BYTE = tuple(bytes((i,)) for i in range(256))
+_READ_SECONDS = metrics.STORE_TXN_SECONDS.labels("read")
+_WRITE_SECONDS = metrics.STORE_TXN_SECONDS.labels("write")
 
 
 class Store:
@@ -96,7 +99,7 @@ class Store:
                 sync=True,
                 metasync=True,
                 readahead=False,
-                meminit=False,
+                meminit=True,  # never write leftover heap (plaintext) into the file
                 mode=0o600,
             )
         except lmdb.Error as e:
@@ -142,16 +145,9 @@ class Store:
 
     # -- transactions --------------------------------------------------------
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator["ReadTxn"]:
-        """A read-only snapshot; cheap enough for the reactor thread."""
-        start = time.perf_counter()
-        txn = self._env.begin(write=False, buffers=False)
-        try:
-            yield ReadTxn(self, txn)
-        finally:
-            txn.abort()
-            metrics.STORE_TXN_SECONDS.labels("read").observe(time.perf_counter() - start)
+    def read(self) -> "_Reading":
+        """A read-only snapshot (``with store.read() as txn``); cheap enough for the reactor thread."""
+        return _Reading(self)
 
     @contextlib.contextmanager
     def write(self) -> Iterator["WriteTxn"]:
@@ -174,7 +170,7 @@ class Store:
             except lmdb.MapFullError:
                 raise StoreFullError("the store is full; raise [store] map_size") from None
         finally:
-            metrics.STORE_TXN_SECONDS.labels("write").observe(time.perf_counter() - start)
+            _WRITE_SECONDS.observe(time.perf_counter() - start)
         for forget in wtxn._forget:
             self._sealers.pop(forget, None)
         for callback in wtxn._after_commit:
@@ -207,6 +203,24 @@ class Store:
                 self._sealers.clear()
             self._sealers[account_id] = sealer
         return sealer
+
+
+class _Reading:
+    """The context manager of :meth:`Store.read` (a class: it is on every request's path)."""
+
+    __slots__ = ("_store", "_txn", "_start")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> "ReadTxn":
+        self._start = time.perf_counter()
+        self._txn = self._store._env.begin(write=False, buffers=False)
+        return ReadTxn(self._store, self._txn)
+
+    def __exit__(self, *exc: object) -> None:
+        self._txn.abort()
+        _READ_SECONDS.observe(time.perf_counter() - self._start)
 
 
 def _corrupt(location: str) -> CorruptRecord:
@@ -355,14 +369,14 @@ class UserView:
         return self._sealer.name_hash(*parts)
 
     def _full(self, space: int, key: bytes) -> bytes:
-        return self.account_id + bytes((space,)) + key
+        return self.account_id + _SPACE_BYTE[space] + key
 
     def _open(self, full: bytes, sealed: bytes) -> bytes:
         try:
             plain = self._sealer.open(sealed, b"r" + full)
         except SealError:
             raise _corrupt(f"records/{full.hex()}") from None
-        if plain[:1] == _INLINE:
+        if plain[0] == 0:  # _INLINE
             return plain[1:]
         blob_id, chunks, total = _SPILL.unpack(plain[1:])
         data = b"".join(self._blob_chunks(blob_id, 0, chunks))
@@ -372,7 +386,7 @@ class UserView:
 
     def get(self, space: int, key: bytes) -> bytes | None:
         """The record's value, or None."""
-        full = self._full(space, key)
+        full = self.account_id + _SPACE_BYTE[space] + key
         sealed = self._txn.get(full, db=self._records)
         return None if sealed is None else self._open(full, sealed)
 
@@ -403,18 +417,23 @@ class UserView:
         self, space: int, prefix: bytes, start: bytes | None, reverse: bool
     ) -> Iterator[tuple[bytes, bytes]]:
         base = self._full(space, prefix)
+        end = _prefix_end(base)
         cursor = self._txn.cursor(db=self._records)
+        upper = None if start is None else self._full(space, start)
         if not reverse:
-            if not cursor.set_range(self._full(space, start) if start is not None else base):
+            # A start below the prefix range begins at the range's first key.
+            if not cursor.set_range(base if upper is None or upper < base else upper):
                 return
             for full, sealed in cursor:
                 if not full.startswith(base):
                     return
                 yield full, sealed
             return
-        # Reverse: position at the last key <= the upper bound.
-        if start is not None:
-            upper = self._full(space, start)
+        # Reverse: position at the last key <= the upper bound. A start above
+        # the prefix range begins at the range's last key; one below it, nowhere.
+        if upper is not None and upper < base:
+            return
+        if upper is not None and (end is None or upper < end):
             if not cursor.set_range(upper):
                 found = cursor.last()
             elif cursor.key() != upper:
@@ -422,7 +441,6 @@ class UserView:
             else:
                 found = True
         else:
-            end = _prefix_end(base)
             if end is None or not cursor.set_range(end):
                 found = cursor.last()
             else:
