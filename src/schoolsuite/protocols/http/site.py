@@ -6,7 +6,12 @@ Mount points (interfaces.md): ``/dav/`` (CalDAV/CardDAV), ``/files/`` (WebDAV),
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
 from twisted.web import resource, server
+
+from .body import BodyControl, BodyLimits, Reject
 
 SERVER_NAME = b"schoolsuite"  # never a version number (no fingerprinting help)
 
@@ -28,7 +33,14 @@ contacts apps with your school address; they find everything else themselves.</p
 
 
 class Request(server.Request):
-    """A request that names the server without a version and sends security headers."""
+    """A request that names the server without a version and sends security headers.
+
+    Its body is handled by :class:`~schoolsuite.protocols.http.body.BodyControl`:
+    never spooled to disk in plaintext, and checked by the mount's gate (auth,
+    quota, size) from the headers before any of it is read.
+    """
+
+    body: BodyControl | None = None
 
     def setHeader(self, name: bytes | str, value: bytes | str) -> None:
         """Replace Twisted's ``Server: TwistedWeb/<version>`` with a bare name."""
@@ -36,10 +48,82 @@ class Request(server.Request):
             value = SERVER_NAME
         super().setHeader(name, value)
 
+    # -- the body (body.py) ---------------------------------------------------
+
+    def gotLength(self, length: int | None) -> None:
+        from twisted.internet import reactor
+
+        site = self.channel.site
+        limits = getattr(site, "body_limits", None) or BodyLimits()
+        root = site.resource
+        path = (getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0]
+        # The same unquoting as Twisted's resource traversal, so "/%66iles/" finds the files gate.
+        segment = unquote_to_bytes(path[1:].split(b"/", 1)[0]) if path.startswith(b"/") else b""
+        gate = root.body_gate(segment) if hasattr(root, "body_gate") else None
+        self.body = BodyControl(self, limits, gate, reactor)
+        self.body.begin(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        assert self.body is not None
+        self.body.chunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.body is None or self.body.complete(command, path, version):
+            super().requestReceived(command, path, version)
+
+    def process_received(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Process a request whose body was complete before its gate decided."""
+        super().requestReceived(command, path, version)
+
+    def start_early(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Process a streamed request now; its body follows through ``self.content``."""
+        super().requestReceived(command, path, version)
+
+    @property
+    def body_context(self) -> dict[str, Any]:
+        """What the mount's gate attached (e.g. the authenticated principal)."""
+        return self.body.context if self.body is not None else {}
+
+    def write(self, data: bytes) -> None:
+        if self.body is not None and self.body.answered_raw:
+            return  # the answer went out before the body was read
+        if not self.startedWriting and self.body is not None and self.body.body_pending:
+            # Answering before the body is in: the connection cannot be reused (RFC 9112 §9.6).
+            self.channel.persistent = False
+            self.setHeader(b"Connection", b"close")
+        super().write(data)
+
+    def finish(self) -> None:
+        if self.body is not None and self.body.answered_raw:
+            if self.channel is not None:
+                self.channel.loseConnection()
+            return
+        if self.body is not None and self.body.body_pending and self.channel is not None:
+            self.channel.persistent = False
+            self.channel._networkProducer.pauseProducing()  # the rest of the body is not read
+        super().finish()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.body is not None:
+            self.body.lost()
+        super().connectionLost(reason)
+
     def process(self) -> None:
         for name, value in SECURITY_HEADERS.items():
             self.setHeader(name, value)
+        rejection = self.body.rejection if self.body is not None else None
+        if rejection is not None:
+            self._answer(rejection)
+            return
         super().process()
+
+    def _answer(self, reject: Reject) -> None:
+        self.setResponseCode(reject.status)
+        for name, value in reject.headers:
+            self.setHeader(name, value)
+        self.setHeader(b"Content-Length", str(len(reject.body)).encode())
+        self.write(reject.body)
+        self.finish()
 
 
 class Index(resource.Resource):
@@ -103,15 +187,20 @@ class Root(resource.Resource):
         self.mounts.add(name)
         self.putChild(name, child)
 
+    def body_gate(self, segment: bytes) -> Any:
+        """The body gate (see body.py) of the mount named ``segment``, if it has one."""
+        return getattr(self.children.get(segment), "body_gate", None) if segment in self.mounts else None
+
     def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.IResource:
         if request.method == b"OPTIONS" and path not in self.mounts:
             return Options()
         return super().getChildWithDefault(path, request)
 
 
-def make_site(root: resource.Resource | None = None) -> server.Site:
+def make_site(root: resource.Resource | None = None, limits: BodyLimits | None = None) -> server.Site:
     """A Site over ``root`` (default: a fresh :class:`Root`) that never shows tracebacks."""
     site = server.Site(root if root is not None else Root(), requestFactory=Request)
+    site.body_limits = limits or BodyLimits()
     site.displayTracebacks = False
     site.noisy = False
     return site

@@ -1,0 +1,554 @@
+"""Request bodies of the HTTPS site: never on disk in plaintext, checked before they are read.
+
+Twisted's ``server.Request`` spools any body over 100 KB to a plaintext
+temporary file and looks at nothing until the whole body has arrived. The
+site's :class:`~schoolsuite.protocols.http.site.Request` hands its body
+handling to :class:`BodyControl`, which works like this:
+
+1. When the headers are complete (``gotLength``) the mount that the path
+   names may have a *gate* (``resource.body_gate``): a function of the
+   :class:`RequestHead` that returns (or fires a Deferred with) an
+   :class:`Accept` or a :class:`Reject`. While the gate decides (it may
+   check a password off the reactor thread), the connection is paused, so
+   the body waits in the kernel's socket buffer, not in our memory.
+   Mounts without a gate get the site's size limit only.
+2. A :class:`Reject` (401, 413, 507, ...) is answered at once. If the body
+   is still to come, the answer says ``Connection: close``; what the client
+   keeps sending is discarded (never stored) for a short grace time so that
+   it can read the answer, then the connection is closed (RFC 9112 §9.6).
+3. An :class:`Accept` with ``stream=True`` starts the application at once
+   and feeds it the body through a bounded :class:`BodyPipe` (back-pressure
+   by pausing the connection), so an upload streams into sealed chunks.
+   Otherwise the body goes to a :class:`SealedSpool`: in memory while small,
+   beyond that in an anonymous temporary file encrypted with AES-256-GCM
+   under a random key that exists only in this process's memory.
+4. ``Expect: 100-continue`` (RFC 9110 §10.1.1) is answered only after the
+   gate accepted, never before.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+
+log = Logger(namespace="schoolsuite.http.body")
+
+#: Plaintext block of the encrypted spool (each is sealed with its own nonce).
+SPOOL_BLOCK = 256 * 1024
+_TAG = 16
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """Site-wide limits on request bodies (a gate may set its own maximum)."""
+
+    memory_max: int = 1 << 20  # bodies up to this stay in memory
+    max_body: int = 100 << 20  # 413 above this unless a gate allows more
+    linger_seconds: float = 2.0  # discard time after an early answer
+    linger_bytes: int = 16 << 20  # ... or this many discarded bytes
+    stream_high_water: int = 4 << 20  # pause the client above this many buffered bytes
+    spool_dir: str | None = None  # None: the system temp dir
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    """What a gate sees: the request line and headers, before any body byte."""
+
+    method: bytes
+    path: bytes
+    headers: Headers
+    length: int | None  # None: chunked (unknown until the end)
+    client: str
+    secure: bool
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Read the body (at most ``max_body`` bytes; None: the site's limit)."""
+
+    max_body: int | None = None
+    stream: bool = False
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Answer now with this status; the body is never stored."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    body: bytes = b""
+
+
+Gate = Callable[[RequestHead], "Accept | Reject | defer.Deferred[Accept | Reject]"]
+
+REASONS = {400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 413: b"Content Too Large",
+           500: b"Internal Server Error", 503: b"Service Unavailable", 507: b"Insufficient Storage"}
+
+
+def too_large(limit: int) -> Reject:
+    """RFC 9110 §15.5.14: the body is larger than this server accepts."""
+    return Reject(413, ((b"Content-Type", b"text/plain; charset=utf-8"),),
+                  f"request body larger than {limit} bytes\n".encode())
+
+
+class SealedSpool:
+    """A write-then-read file for one request body, never plaintext on disk.
+
+    Bodies up to ``memory_max`` stay in a ``BytesIO``; beyond that every
+    :data:`SPOOL_BLOCK` is sealed with AES-256-GCM under a key made for this
+    request (nonce = block number, so no nonce repeats under a key) and
+    written to an unlinked temporary file. ``seek(0)`` switches to reading.
+    """
+
+    def __init__(self, memory_max: int, spool_dir: str | None = None) -> None:
+        self._memory_max = memory_max
+        self._dir = spool_dir
+        self._mem: io.BytesIO | None = io.BytesIO()
+        self._file: Any = None
+        self._aead: AESGCM | None = None
+        self._pending = bytearray()
+        self._blocks = 0
+        self.size = 0
+        self._reading = False
+        self._pos = 0  # read position
+        self._block_cache: tuple[int, bytes] | None = None
+
+    @property
+    def on_disk(self) -> bool:
+        return self._file is not None
+
+    def write(self, data: bytes) -> int:
+        if self._reading:
+            raise ValueError("spool is being read")
+        self.size += len(data)
+        if self._mem is not None:
+            self._mem.write(data)
+            if self._mem.tell() <= self._memory_max:
+                return len(data)
+            data, self._mem = self._mem.getvalue(), None
+            self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+            self._file = tempfile.TemporaryFile(dir=self._dir, prefix="body-")
+        self._pending += data
+        while len(self._pending) >= SPOOL_BLOCK:
+            self._seal_block(bytes(self._pending[:SPOOL_BLOCK]))
+            del self._pending[:SPOOL_BLOCK]
+        return len(data)
+
+    def _seal_block(self, plain: bytes) -> None:
+        assert self._aead is not None
+        nonce = self._blocks.to_bytes(12, "big")
+        self._file.write(self._aead.encrypt(nonce, plain, None))
+        self._blocks += 1
+
+    def tell(self) -> int:
+        return self._pos if self._reading else self.size
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Only ``seek(0)`` (start reading) and ``seek(0, 2)`` are needed by Twisted."""
+        if not self._reading:
+            self._reading = True
+            if self._file is not None and self._pending:
+                self._seal_block(bytes(self._pending))
+                self._pending.clear()
+        if whence == 0:
+            self._pos = max(0, min(offset, self.size))
+        elif whence == 1:
+            self._pos = max(0, min(self._pos + offset, self.size))
+        else:
+            self._pos = max(0, min(self.size + offset, self.size))
+        return self._pos
+
+    def _block(self, index: int) -> bytes:
+        if self._block_cache is not None and self._block_cache[0] == index:
+            return self._block_cache[1]
+        assert self._aead is not None
+        self._file.seek(index * (SPOOL_BLOCK + _TAG))
+        sealed = self._file.read(SPOOL_BLOCK + _TAG)
+        plain = self._aead.decrypt(index.to_bytes(12, "big"), sealed, None)
+        self._block_cache = (index, plain)
+        return plain
+
+    def read(self, size: int | None = -1) -> bytes:
+        if not self._reading:
+            self.seek(0)
+        end = self.size if size is None or size < 0 else min(self.size, self._pos + size)
+        if self._mem is not None:
+            data = self._mem.getvalue()[self._pos:end]
+            self._pos = end
+            return data
+        out = []
+        while self._pos < end:
+            index, offset = divmod(self._pos, SPOOL_BLOCK)
+            piece = self._block(index)[offset:offset + end - self._pos]
+            out.append(piece)
+            self._pos += len(piece)
+        return b"".join(out)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        start = self._pos
+        limit = self.size if size is None or size < 0 else min(self.size, start + size)
+        out = bytearray()
+        while self._pos < limit:
+            piece = self.read(min(8192, limit - self._pos))
+            cut = piece.find(b"\n")
+            if cut >= 0:
+                out += piece[:cut + 1]
+                self._pos = start + len(out)
+                return bytes(out)
+            out += piece
+        return bytes(out)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.readline, b"")
+
+    def close(self) -> None:
+        self._mem = None
+        self._aead = None
+        self._block_cache = None
+        self._pending.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class BodyClosed(IOError):
+    """The client went away (or sent too much) before the body was complete."""
+
+
+class BodyPipe:
+    """The body of a streamed request: fed on the reactor, read by the application's thread.
+
+    At most about ``high_water`` bytes wait here: above that the connection
+    is paused (``pause``), and it is resumed (``resume``, from the reading
+    thread via the reactor) once the reader has taken them below half.
+    """
+
+    def __init__(self, reactor: Any, pause: Callable[[], None], resume: Callable[[], None],
+                 high_water: int) -> None:
+        self._reactor = reactor
+        self._pause, self._resume = pause, resume
+        self._high = high_water
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        self._error: str | None = None
+        self._paused = False
+        self.received = 0
+
+    # -- reactor side -------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            if self._error is not None:
+                return
+            self._chunks.append(data)
+            self._buffered += len(data)
+            self.received += len(data)
+            over = self._buffered > self._high
+            self._cond.notify_all()
+        if over and not self._paused:
+            self._paused = True
+            self._pause()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        with self._cond:
+            if not self._eof:
+                self._error = reason
+            self._chunks.clear()
+            self._buffered = 0
+            self._cond.notify_all()
+
+    def _maybe_resume(self) -> None:
+        if self._paused and self._buffered <= self._high // 2:
+            self._paused = False
+            self._resume()
+
+    # -- reader side (the application's thread) -----------------------------
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all, if negative); blocks until enough is there or the end.
+
+        "Enough" is ``size`` or half the high-water mark, whichever is less, so
+        a reader never waits for bytes that back-pressure holds back.
+        """
+        want = None if size is None or size < 0 else size
+        enough = None if want is None else min(want, max(1, self._high // 2))
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    raise BodyClosed(self._error)
+                if self._eof or (enough is not None and self._buffered >= enough):
+                    break
+                self._cond.wait(60.0)
+            out: list[bytes] = []
+            got = 0
+            while self._chunks and (want is None or got < want):
+                chunk = self._chunks.popleft()
+                if want is not None and got + len(chunk) > want:
+                    self._chunks.appendleft(chunk[want - got:])
+                    chunk = chunk[:want - got]
+                out.append(chunk)
+                got += len(chunk)
+            self._buffered -= got
+            low = self._paused and self._buffered <= self._high // 2
+        if low:
+            self._reactor.callFromThread(self._maybe_resume)
+        return b"".join(out)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        out = bytearray()
+        while size is None or size < 0 or len(out) < size:
+            byte = self.read(1)
+            if not byte:
+                break
+            out += byte
+            if byte == b"\n":
+                break
+        return bytes(out)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.readline, b"")
+
+    # Twisted's requestReceived asks where the body ends and rewinds it.
+    def tell(self) -> int:
+        return 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.fail("closed")
+
+
+_DECIDING, _STORING, _STREAMING, _REJECTED, _DONE = range(5)
+
+
+class BodyControl:
+    """The body of one request: gate, then store, stream or discard it (see module doc)."""
+
+    def __init__(self, request: Any, limits: BodyLimits, gate: Gate | None, reactor: Any) -> None:
+        self.request = request
+        self.limits = limits
+        self._gate = gate
+        self._reactor = reactor
+        self.state = _DECIDING
+        self._early: list[bytes] = []  # bytes that came while the gate decided
+        self._received: tuple[bytes, bytes, bytes] | None = None  # request line, once complete
+        self._line: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._length: int | None = None
+        self._expect = False
+        self._paused = False
+        self._max = limits.max_body
+        self._count = 0
+        self._linger: Any = None
+        self.rejection: Reject | None = None
+        self.answered_raw = False
+        self.context: dict[str, Any] = {}
+        self.pipe: BodyPipe | None = None
+        self.spool: SealedSpool | None = None
+
+    # -- called by the Request ----------------------------------------------
+
+    def begin(self, length: int | None) -> None:
+        req, channel = self.request, self.request.channel
+        self._length = length
+        self._line = (getattr(channel, "_command", b""), getattr(channel, "_path", b""),
+                      getattr(channel, "_version", b"HTTP/1.1"))
+        expect = req.requestHeaders.getRawHeaders(b"expect")
+        if expect:
+            # Answered by us once the gate accepts (Twisted would send 100 right away).
+            self._expect = expect[0].lower() == b"100-continue" and self._line[2] == b"HTTP/1.1"
+            req.requestHeaders.removeHeader(b"expect")
+        req.content = io.BytesIO()  # placeholder until decided
+        peer = getattr(getattr(channel, "transport", None), "getPeer", lambda: None)()
+        head = RequestHead(self._line[0], self._line[1], req.requestHeaders, length,
+                           getattr(peer, "host", "?"), bool(req.isSecure()))
+        if self._gate is None:
+            d = defer.succeed(Accept())
+        else:
+            d = defer.maybeDeferred(self._gate, head)
+        if not d.called:
+            self._pause()
+        d.addCallbacks(self._decided, self._gate_failed)
+
+    def chunk(self, data: bytes) -> None:
+        if self.state == _DECIDING:
+            self._early.append(data)
+            self._count += len(data)
+        elif self.state == _STORING:
+            self._count += len(data)
+            if self._count > self._max:
+                self._reject_midway(too_large(self._max))
+                return
+            self.request.content.write(data)
+        elif self.state == _STREAMING:
+            self._count += len(data)
+            if self._count > self._max:
+                assert self.pipe is not None
+                self.pipe.fail("request body too large")
+                self._reject_midway(too_large(self._max))
+                return
+            assert self.pipe is not None
+            self.pipe.feed(data)
+        elif self.state == _REJECTED:
+            self._count += len(data)
+            if self._count > self.limits.linger_bytes:
+                self._close()
+
+    def complete(self, command: bytes, path: bytes, version: bytes) -> bool:
+        """The whole body is in. True if the request should be processed now."""
+        if self.state == _DECIDING:
+            self._received = (command, path, version)
+            return False
+        if self.state == _STREAMING:
+            assert self.pipe is not None
+            self.pipe.finish()
+            self.state = _DONE
+            return False  # already being processed
+        if self.state == _REJECTED:
+            self._close()
+            return False
+        if self.state == _STORING:
+            self.state = _DONE
+        return True
+
+    def lost(self) -> None:
+        if self.pipe is not None:
+            self.pipe.fail("connection lost")
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+
+    @property
+    def body_pending(self) -> bool:
+        """True while the client may still be sending this request's body."""
+        return self.state in (_DECIDING, _STREAMING, _REJECTED)
+
+    # -- decisions ----------------------------------------------------------
+
+    def _gate_failed(self, failure: Any) -> None:
+        log.failure("body gate failed", failure)
+        self._decided(Reject(500, ((b"Content-Type", b"text/plain; charset=utf-8"),), b"server error\n"))
+
+    def _decided(self, decision: Accept | Reject) -> None:
+        if self.request.channel is None or getattr(self.request, "_disconnected", False):
+            return
+        if isinstance(decision, Accept):
+            self.context = dict(decision.context)
+            if decision.max_body is not None:
+                self._max = decision.max_body
+            if self._length is not None and self._length > self._max:
+                decision = too_large(self._max)
+        if isinstance(decision, Reject):
+            self.rejection = decision
+            if self._received is not None or self._length == 0:
+                # Body complete (or none): answer through the ordinary request path.
+                self.state = _DONE
+                self._resume()
+                self._process_received()
+                return
+            self._reject_midway(decision)
+            return
+        early, self._early = b"".join(self._early), []
+        if self._received is not None or self._length == 0:
+            self.state = _DONE
+            self.request.content = io.BytesIO(early)
+            self.request.content.seek(0, 2)
+            self._resume()
+            self._process_received()
+            return
+        if self._expect:
+            self.request.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if decision.stream:
+            self.state = _STREAMING
+            self.pipe = BodyPipe(self._reactor, self._pause, self._resume, self.limits.stream_high_water)
+            self.request.content = self.pipe
+            if early:
+                self.pipe.feed(early)
+            self._resume()
+            self.request.start_early(*self._line)
+            return
+        self.state = _STORING
+        known_small = self._length is not None and self._length <= self.limits.memory_max
+        self.spool = None if known_small else SealedSpool(self.limits.memory_max, self.limits.spool_dir)
+        self.request.content = io.BytesIO() if known_small else self.spool
+        if early:
+            self.request.content.write(early)
+        self._resume()
+
+    def _process_received(self) -> None:
+        if self._received is not None:
+            self.request.process_received(*self._received)
+
+    def _reject_midway(self, reject: Reject) -> None:
+        """Answer while the body is still coming, then discard it and close (RFC 9112 §9.6)."""
+        self.state = _REJECTED
+        self.rejection = reject
+        self.answered_raw = True  # whatever the application writes later is dropped
+        self._early = []
+        content = self.request.content
+        if isinstance(content, SealedSpool):
+            content.close()
+        self.request.content = io.BytesIO()
+        self.request.channel.transport.write(raw_response(reject))
+        if self._expect and not self._count:
+            self._close()  # RFC 9110 §10.1.1: the client waits for us and sends nothing
+            return
+        self._resume()
+        self._linger = self._reactor.callLater(self.limits.linger_seconds, self._close)
+
+    def _close(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self.state = _DONE
+        channel = self.request.channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.pauseProducing() if hasattr(channel.transport, "pauseProducing") else None
+            channel.transport.loseConnection()
+
+    def _pause(self) -> None:
+        channel = self.request.channel
+        if channel is not None and not self._paused:
+            self._paused = True
+            channel._networkProducer.pauseProducing()
+
+    def _resume(self) -> None:
+        channel = self.request.channel
+        if channel is not None and self._paused:
+            self._paused = False
+            channel._networkProducer.resumeProducing()
+
+
+def raw_response(reject: Reject) -> bytes:
+    """A complete HTTP/1.1 answer that closes the connection (written before the body was read)."""
+    from .site import SECURITY_HEADERS, SERVER_NAME
+
+    reason = REASONS.get(reject.status, b"Error")
+    lines = [b"HTTP/1.1 %d %s" % (reject.status, reason), b"Server: " + SERVER_NAME,
+             b"Content-Length: %d" % len(reject.body), b"Connection: close"]
+    lines += [name + b": " + value for name, value in SECURITY_HEADERS.items()]
+    lines += [name + b": " + value for name, value in reject.headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + reject.body
