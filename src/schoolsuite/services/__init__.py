@@ -17,9 +17,11 @@ from twisted.logger import Logger
 from .. import metrics
 from ..storage import Store
 from ..storage import accounts as directory
-from .accounts import AccountService
+from .accounts import ACCOUNT_INITIALIZERS, AccountService
 from .auth import AuthService
 from .cred import SchoolsuiteRealm, make_portal
+from .delivery import Delivery, init_mailboxes
+from .notifications import MailNotifier
 from .throttle import Throttle
 from .writer import StoreWriter
 
@@ -68,6 +70,8 @@ class Services:
     sessions: SessionRegistry
     reactor: Any
     portal: Any = field(default=None)
+    notifier: MailNotifier | None = field(default=None)  # mailbox change notifications (IDLE)
+    delivery: Delivery | None = field(default=None)  # messages into mailboxes (services/delivery.py)
 
     @classmethod
     def build(cls, config: Any, store: Store, reactor: Any) -> "Services":
@@ -109,6 +113,8 @@ class Services:
             reactor=reactor,
         )
         services.portal = make_portal(auth, realm)
+        services.notifier = MailNotifier(reactor)
+        services.delivery = Delivery(store, services.writer, services.notifier)
         _update_account_gauge(store)
         return services
 
@@ -121,5 +127,9 @@ def _update_account_gauge(store: Store) -> None:
     with store.read() as txn:
         metrics.ACCOUNTS.set(directory.count_accounts(txn))
 
+
+# Every new account gets INBOX and the special-use mailboxes (storage/mail.py).
+if init_mailboxes not in ACCOUNT_INITIALIZERS:
+    ACCOUNT_INITIALIZERS.append(init_mailboxes)
 
 __all__ = ["Services", "SessionRegistry"]

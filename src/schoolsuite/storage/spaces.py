@@ -10,3 +10,12 @@ SPACE_CONTENT = 0x02  # content meta: size, chunks, references (content.py)
 
 # 0x10-0x1f mail (IMAP issue), 0x20-0x2f CalDAV/CardDAV, 0x30-0x3f files,
 # 0x40-0x4f outbound queue and mail transport.
+
+# Mail (storage/mail.py).
+SPACE_MAIL_STATE = 0x10  # "s" -> next mailbox id, uidvalidity, usage; "k" -> keyword table
+SPACE_MAILBOX = 0x11  # mailbox id -> mailbox record
+SPACE_MAILBOX_NAME = 0x12  # H(name) -> mailbox id
+SPACE_MAIL_INDEX = 0x13  # mailbox id + page -> packed uid/flags/modseq/date/size
+SPACE_MESSAGE = 0x14  # mailbox id + uid -> content id + MIME structure
+SPACE_MAIL_CHANGES = 0x15  # mailbox id + modseq -> uid, kind (changed/expunged)
+SPACE_SUBSCRIPTION = 0x16  # H(name) -> subscribed name

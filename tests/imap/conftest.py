@@ -1,0 +1,55 @@
+"""Fixtures of the IMAP and mail store tests: a store with accounts, delivery without threads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schoolsuite.services import Delivery, MailNotifier  # noqa: F401  (registers the mailbox initializer)
+from schoolsuite.services.accounts import AccountService
+from schoolsuite.storage import Store
+
+from imap_helpers import InlineReactor, InlineWriter
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(tmp_path / "data", os.urandom(32), map_size=1 << 30)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def accounts(store: Store) -> AccountService:
+    return AccountService(store)
+
+
+@pytest.fixture
+def notifier() -> MailNotifier:
+    return MailNotifier(InlineReactor())
+
+
+@pytest.fixture
+def delivery(store: Store, notifier: MailNotifier) -> Delivery:
+    return Delivery(store, InlineWriter(), notifier)
+
+
+@pytest.fixture
+def alice(accounts: AccountService) -> bytes:
+    accounts.add("alice@school.example", PASSWORD)
+    account_id = accounts.find_id("alice@school.example")
+    assert account_id is not None
+    return account_id
+
+
+@pytest.fixture
+def bob(accounts: AccountService) -> bytes:
+    accounts.add("bob@school.example", PASSWORD, quota=2000)
+    account_id = accounts.find_id("bob@school.example")
+    assert account_id is not None
+    return account_id
