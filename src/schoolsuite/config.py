@@ -121,6 +121,18 @@ class AuthConfig:
     block_seconds: int = _opt(900, "How long a block lasts.", min=1)
 
 
+@dataclass
+class DavConfig:
+    """[dav]"""
+
+    max_item_size: int = _opt(2 << 20, "Largest calendar object or vCard accepted by PUT (413 above).", kind="size")
+    max_request_size: int = _opt(32 << 20, "Largest other DAV request body, e.g. a whole-calendar import (413 above).",
+                                 kind="size")
+    max_collection_items: int = _opt(50000, "Items one calendar or address book may hold (507 above).", min=1)
+    threads: int = _opt(8, "Threads answering CalDAV/CardDAV requests (their own pool, not the reactor's).", min=1)
+    school_directory: bool = _opt(True, "Offer every account the read-only school directory address book.")
+
+
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!SHA1"
 
 
@@ -175,6 +187,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    dav: DavConfig = field(default_factory=DavConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     listeners: ListenersConfig = field(default_factory=ListenersConfig)
     source: Path | None = field(default=None, metadata={"internal": True})

@@ -60,7 +60,7 @@ HTTP_MOUNTS: dict[bytes, Callable[[ServerContext], resource.IResource]] = {}
 
 #: Protocol modules; importing one registers its listeners (PROTOCOL_FACTORIES)
 #: and HTTP applications (HTTP_MOUNTS). Add a module here when it lands.
-PROTOCOL_MODULES: tuple[str, ...] = ()
+PROTOCOL_MODULES: tuple[str, ...] = ("schoolsuite.protocols.dav",)
 
 
 def load_protocols() -> None:

@@ -19,3 +19,10 @@ SPACE_MAIL_INDEX = 0x13  # mailbox id + page -> packed uid/flags/modseq/date/siz
 SPACE_MESSAGE = 0x14  # mailbox id + uid -> content id + MIME structure
 SPACE_MAIL_CHANGES = 0x15  # mailbox id + modseq -> uid, kind (changed/expunged)
 SPACE_SUBSCRIPTION = 0x16  # H(name) -> subscribed name
+
+# CalDAV/CardDAV (storage/dav.py).
+SPACE_DAV_COLLECTION = 0x20  # H(collection path) -> collection record
+SPACE_DAV_ITEM = 0x21  # H(path) + H(href) -> item record
+SPACE_DAV_UID = 0x22  # H(path) + H(uid) -> H(href)
+SPACE_DAV_LOG = 0x23  # H(path) + seq -> href (sync-collection change log)
+SPACE_DAV_TOMB = 0x24  # H(path) + H(href) -> seq of the deletion

@@ -175,6 +175,8 @@ class Root(resource.Resource):
     def __init__(self) -> None:
         super().__init__()
         self.mounts: set[bytes] = set()
+        # Methods a mount answers on "/" itself (DAV discovery: PROPFIND, OPTIONS; RFC 6764 §6).
+        self.root_methods: dict[bytes, resource.IResource] = {}
         self.putChild(b"", Index())
         well_known = resource.Resource()
         # RFC 6764 §5: /.well-known/caldav and /carddav point at the DAV root.
@@ -186,12 +188,15 @@ class Root(resource.Resource):
         """Attach an application (``b"dav"``, ``b"files"``, ``b"admin"``) that answers OPTIONS itself."""
         self.mounts.add(name)
         self.putChild(name, child)
+        self.root_methods.update(getattr(child, "root_methods", {}))
 
     def body_gate(self, segment: bytes) -> Any:
         """The body gate (see body.py) of the mount named ``segment``, if it has one."""
         return getattr(self.children.get(segment), "body_gate", None) if segment in self.mounts else None
 
     def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.IResource:
+        if path == b"" and not request.postpath and request.method in self.root_methods:
+            return self.root_methods[request.method]
         if request.method == b"OPTIONS" and path not in self.mounts:
             return Options()
         return super().getChildWithDefault(path, request)

@@ -1,0 +1,173 @@
+"""WSGI middleware between Twisted's WSGIResource and Radicale.
+
+It fixes what Radicale does not expect from this host, enforces our limits
+and maps errors to wire replies in one place (:func:`error_response`):
+
+- PEP 3333 hands PATH_INFO over as latin-1; Radicale expects text, so the
+  path is re-decoded as UTF-8 (non-ASCII hrefs and UIDs), 400 if it is not;
+- a chunked request body (no Content-Length; Twisted has already de-chunked
+  it) is measured and handed on with a Content-Length: Radicale would answer
+  a chunked PUT with 400;
+- bodies above the limits get 413 before Radicale reads them, with the RFC
+  4791 §5.3.2.1 / RFC 6352 §6.3.2.1 ``max-resource-size`` precondition;
+- a calendar object or vCard Radicale could not parse gets its 400 with the
+  ``valid-calendar-data`` / ``valid-address-data`` precondition element
+  (RFC 4791 §5.3.2.1, RFC 6352 §6.3.2.1) instead of bare text;
+- headers a reverse proxy would set (X-Script-Name, X-Remote-User, ...) are
+  dropped: no client may change our hrefs or claim a user;
+- a server fault (5xx from Radicale, or an exception here) is logged with an
+  incident id, and the client sees the id, never a traceback or a path;
+- requests are counted by method and status, and timed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.logger import Logger
+
+from . import metrics as dav_metrics
+
+log = Logger(namespace="schoolsuite.dav")
+
+_DROP_HEADERS = ("HTTP_X_SCRIPT_NAME", "HTTP_X_REMOTE_USER", "HTTP_REMOTE_USER", "HTTP_X_REMOTE_ADDR",
+                 "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
+                 "HTTP_X_FORWARDED_SERVER", "REMOTE_USER")
+
+_NS = {"C": "urn:ietf:params:xml:ns:caldav", "CR": "urn:ietf:params:xml:ns:carddav"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes in bytes."""
+
+    max_item_size: int
+    max_request_size: int
+
+
+class DavError(Exception):
+    """A request refused before Radicale saw it: status, optional precondition element."""
+
+    def __init__(self, status: int, reason: str, precondition: str | None = None, text: str = "") -> None:
+        super().__init__(text or reason)
+        self.status, self.reason, self.precondition, self.text = status, reason, precondition, text or reason
+
+
+def precondition_body(element: str) -> bytes:
+    """RFC 4918 §16: ``<D:error>`` holding one precondition element (``C:valid-calendar-data``)."""
+    prefix, _, local = element.partition(":")
+    ns = _NS[prefix]
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:" xmlns:{prefix}="{ns}">'
+            f"<{prefix}:{local}/></D:error>\n").encode()
+
+
+def error_response(error: DavError) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The one place refusals become status line, headers and body."""
+    if error.precondition:
+        body, ctype = precondition_body(error.precondition), "application/xml; charset=utf-8"
+    else:
+        body, ctype = (error.text + "\n").encode(), "text/plain; charset=utf-8"
+    headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+    return f"{error.status} {error.reason}", headers, body
+
+
+def _kind(environ: dict[str, Any]) -> str:
+    """"C" for iCalendar, "CR" for vCard, judged by the body's media type or the href."""
+    ctype = environ.get("CONTENT_TYPE", "").lower()
+    path = environ.get("PATH_INFO", "").lower()
+    if "vcard" in ctype or path.endswith(".vcf"):
+        return "CR"
+    return "C"
+
+
+class Middleware:
+    """Wraps the Radicale application (see the module docstring)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        seen: dict[str, str] = {}
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = status
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        try:
+            try:
+                self._prepare(environ, method)
+            except DavError as error:
+                status, headers, body = error_response(error)
+                respond(status, headers)
+                return [body]
+            status_holder: dict[str, Any] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+                status_holder["status"], status_holder["headers"] = status, headers
+
+            body_parts = list(self.app(environ, capture))
+            status, headers = status_holder["status"], status_holder["headers"]
+            code = int(status.split(" ", 1)[0])
+            if code >= 500 and code != 507:  # 507: the collection is full (RFC 4918 §11.5)
+                status, headers, body_parts = self._fault(method, status)
+            elif code == 400 and method == "PUT":
+                # RFC 4791 §5.3.2.1 / RFC 6352 §6.3.2.1: say which precondition failed.
+                kind = _kind(environ)
+                element = f"{kind}:valid-calendar-data" if kind == "C" else "CR:valid-address-data"
+                status, headers, body = error_response(DavError(400, "Bad Request", element))
+                body_parts = [body]
+            respond(status, headers)
+            return body_parts if method != "HEAD" else []
+        except Exception:
+            status, headers, body_parts = self._fault(method, None)
+            respond(status, headers)
+            return body_parts
+        finally:
+            code_text = seen.get("status", "500").split(" ", 1)[0]
+            label = dav_metrics.method_label(method)
+            dav_metrics.REQUESTS.labels(label, code_text).inc()
+            dav_metrics.REQUEST_SECONDS.labels(label).observe(time.perf_counter() - started)
+
+    def _prepare(self, environ: dict[str, Any], method: str) -> None:
+        for name in _DROP_HEADERS:
+            environ.pop(name, None)
+        for key in ("PATH_INFO", "SCRIPT_NAME"):
+            try:
+                environ[key] = environ.get(key, "").encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                raise DavError(400, "Bad Request", text="the path is not UTF-8") from None
+        limit = self.limits.max_item_size if method == "PUT" else self.limits.max_request_size
+        length_text = environ.get("CONTENT_LENGTH", "")
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length_text:
+            if not length_text.isdigit():
+                raise DavError(400, "Bad Request", text="bad Content-Length")
+            length = int(length_text)
+        elif chunked:
+            # RFC 9112 §7.1: Twisted de-chunked the body already; measure it (up to the limit).
+            data = environ["wsgi.input"].read(limit + 1)
+            length = len(data)
+            environ["wsgi.input"] = io.BytesIO(data)
+            environ["CONTENT_LENGTH"] = str(length)
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        else:
+            length = 0
+        if length > limit:
+            element = f"{_kind(environ)}:max-resource-size" if method == "PUT" else None
+            raise DavError(413, "Content Too Large", element, text="the request body is too large")
+
+    def _fault(self, method: str, status: str | None) -> tuple[str, list[tuple[str, str]], list[bytes]]:
+        incident = os.urandom(6).hex()
+        log.error("dav server fault: incident={incident} method={method} status={status}",
+                  incident=incident, method=dav_metrics.method_label(method), status=status or "exception")
+        body = f"internal error; incident {incident}\n".encode()
+        return ("500 Internal Server Error",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))], [body])

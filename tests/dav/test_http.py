@@ -1,0 +1,236 @@
+"""CalDAV/CardDAV on the wire: discovery, limits, preconditions, isolation, Unicode (raw HTTPS requests)."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+from dav_helpers import event, todo, vcard
+from dav_server import DavServer
+
+A, B = "anna@school.example", "bert@school.example"
+CAL = f"/dav/{A}/calendar"
+PROPFIND_PRINCIPAL = ('<propfind xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" '
+                      'xmlns:CR="urn:ietf:params:xml:ns:carddav"><prop><current-user-principal/>'
+                      '<C:calendar-home-set/><CR:addressbook-home-set/></prop></propfind>')
+
+
+def test_well_known_redirects_to_the_dav_root(dav: DavServer) -> None:
+    """RFC 6764 §5: /.well-known/caldav and /carddav answer 301 to /dav/ for GET and PROPFIND."""
+    for name in ("caldav", "carddav"):
+        for method in ("GET", "PROPFIND"):
+            answer = dav.request(method, f"/.well-known/{name}")
+            assert answer.status == 301 and answer.headers["location"] == "/dav/"
+
+
+def test_root_propfind_needs_credentials(dav: DavServer) -> None:
+    """PROPFIND / without or with wrong credentials is 401 with a Basic challenge."""
+    answer = dav.request("PROPFIND", "/", PROPFIND_PRINCIPAL, headers={"Depth": "0"})
+    assert answer.status == 401 and answer.headers["www-authenticate"].startswith("Basic")
+    answer = dav.request("PROPFIND", "/", PROPFIND_PRINCIPAL, user=A, password="wrong-password-1")
+    assert answer.status == 401
+
+
+def test_root_propfind_names_principal_and_homes(dav: DavServer) -> None:
+    """PROPFIND / answers current-user-principal, calendar-home-set and addressbook-home-set under /dav/."""
+    answer = dav.request("PROPFIND", "/", PROPFIND_PRINCIPAL, user=A, headers={"Depth": "0"})
+    assert answer.status == 207
+    assert answer.text.count(f"<href>/dav/{A}/</href>") == 3
+    assert "<href>/</href>" in answer.text
+
+
+def test_root_options_advertises_caldav_and_carddav(dav: DavServer) -> None:
+    """OPTIONS / says DAV with calendar-access and addressbook, and allows PROPFIND."""
+    answer = dav.request("OPTIONS", "/")
+    assert answer.status == 200
+    assert "calendar-access" in answer.headers["dav"] and "addressbook" in answer.headers["dav"]
+    assert "PROPFIND" in answer.headers["allow"]
+
+
+def test_root_get_still_serves_the_index(dav: DavServer) -> None:
+    """GET / is the site's page, not DAV."""
+    answer = dav.request("GET", "/")
+    assert answer.status == 200 and b"schoolsuite" in answer.body
+
+
+def test_dav_root_and_principal_discovery(dav: DavServer) -> None:
+    """PROPFIND /dav/ names the principal; the principal names both homes (RFC 5397, 4791 §6.2.1, 6352 §7.1.1)."""
+    answer = dav.request("PROPFIND", "/dav/", PROPFIND_PRINCIPAL, user=A, headers={"Depth": "0"})
+    assert answer.status == 207 and "current-user-principal" in answer.text
+    home = re.search(r"<current-user-principal><href>([^<]+)</href>", answer.text).group(1)
+    answer = dav.request("PROPFIND", home, PROPFIND_PRINCIPAL, user=A, headers={"Depth": "0"})
+    assert answer.status == 207
+    assert re.search(r"calendar-home-set><href>/dav/anna(%40|@)school.example/</href>", answer.text)
+    assert re.search(r"addressbook-home-set><href>/dav/anna(%40|@)school.example/</href>", answer.text)
+
+
+def test_new_account_has_calendar_contacts_and_directory(dav: DavServer) -> None:
+    """Depth-1 PROPFIND of a home lists the default calendar, address book and the school directory."""
+    answer = dav.request("PROPFIND", f"/dav/{B}/", '<propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>',
+                         user=B, headers={"Depth": "1"})
+    assert answer.status == 207
+    for name in ("calendar", "contacts", "school-directory"):
+        assert re.search(rf"/dav/bert(%40|@)school.example/{name}/</href>", answer.text), name
+
+
+def test_other_home_is_out_of_reach(dav: DavServer) -> None:
+    """A user gets 403 (or 404) for another user's home, calendar and items, for reading and writing."""
+    dav.request("PUT", f"{CAL}/private.ics", event("private-1"), user=A, headers={"Content-Type": "text/calendar"})
+    for method, path, body in (("PROPFIND", f"/dav/{A}/", None), ("PROPFIND", f"{CAL}/", None),
+                               ("GET", f"{CAL}/private.ics", None), ("DELETE", f"{CAL}/private.ics", None),
+                               ("PUT", f"{CAL}/intruder.ics", event("intruder"))):
+        answer = dav.request(method, path, body, user=B, headers={"Depth": "1", "Content-Type": "text/calendar"})
+        assert answer.status in (403, 404), (method, path, answer.status)
+    assert dav.request("GET", f"{CAL}/private.ics", user=A).status == 200
+
+
+def test_unauthenticated_dav_request_is_challenged(dav: DavServer) -> None:
+    """Any DAV request without credentials is 401 with WWW-Authenticate."""
+    answer = dav.request("PROPFIND", f"{CAL}/", headers={"Depth": "0"})
+    assert answer.status == 401 and "www-authenticate" in answer.headers
+
+
+def test_unicode_href_and_uid_round_trip(dav: DavServer) -> None:
+    """A percent-encoded UTF-8 href and a non-ASCII UID are stored and listed as sent."""
+    path = f"{CAL}/%C3%9Cbung-%E6%97%A5%E6%9C%AC.ics"
+    assert dav.request("PUT", path, event("ünï-😀@schule", summary="Prüfung"), user=A,
+                       headers={"Content-Type": "text/calendar; charset=utf-8"}).status == 201
+    answer = dav.request("GET", path, user=A)
+    assert answer.status == 200 and "UID:ünï-😀@schule" in answer.text and "Prüfung" in answer.text
+    listing = dav.request("PROPFIND", f"{CAL}/", '<propfind xmlns="DAV:"><prop><getetag/></prop></propfind>',
+                          user=A, headers={"Depth": "1"})
+    assert "%C3%9Cbung-%E6%97%A5%E6%9C%AC.ics" in listing.text
+
+
+def test_path_that_is_not_utf8_is_400(dav: DavServer) -> None:
+    """A path whose bytes are not UTF-8 is refused with 400, not 500."""
+    assert dav.request("GET", f"{CAL}/%FF%FE.ics", user=A).status == 400
+
+
+def test_chunked_put_is_accepted(dav: DavServer) -> None:
+    """A PUT with Transfer-Encoding: chunked (no Content-Length) creates the item (Radicale alone says 400)."""
+    answer = dav.request("PUT", f"{CAL}/chunked.ics", event("chunked-1"), user=A, chunked=True,
+                         headers={"Content-Type": "text/calendar"})
+    assert answer.status == 201
+    assert "UID:chunked-1" in dav.request("GET", f"{CAL}/chunked.ics", user=A).text
+
+
+def test_oversized_item_is_413_with_precondition(dav: DavServer) -> None:
+    """A PUT above [dav] max_item_size is 413 with CALDAV:max-resource-size, declared or chunked."""
+    big = event("big-1", summary="x" * (3 << 20))
+    for chunked in (False, True):
+        answer = dav.request("PUT", f"{CAL}/big.ics", big, user=A, chunked=chunked,
+                             headers={"Content-Type": "text/calendar"})
+        assert answer.status == 413, chunked
+        if not chunked:
+            assert "max-resource-size" in answer.text
+    assert dav.request("GET", f"{CAL}/big.ics", user=A).status == 404
+
+
+def test_invalid_icalendar_and_vcard_name_the_precondition(dav: DavServer) -> None:
+    """Unparsable data is 400 with valid-calendar-data / valid-address-data, never 500."""
+    answer = dav.request("PUT", f"{CAL}/bad.ics", "BEGIN:VCALENDAR\r\nnot ical", user=A,
+                         headers={"Content-Type": "text/calendar"})
+    assert answer.status == 400 and "valid-calendar-data" in answer.text
+    answer = dav.request("PUT", f"/dav/{A}/contacts/bad.vcf", "BEGIN:VCARD\r\nbroken", user=A,
+                         headers={"Content-Type": "text/vcard"})
+    assert answer.status == 400 and "valid-address-data" in answer.text
+
+
+def test_conditional_create_update_delete(dav: DavServer) -> None:
+    """If-None-Match: * refuses overwriting, a stale If-Match refuses update and delete (412), a fresh one works."""
+    path = f"{CAL}/cond.ics"
+    created = dav.request("PUT", path, event("cond-1"), user=A,
+                          headers={"Content-Type": "text/calendar", "If-None-Match": "*"})
+    assert created.status == 201
+    etag = created.headers["etag"]
+    assert dav.request("PUT", path, event("cond-1"), user=A,
+                       headers={"Content-Type": "text/calendar", "If-None-Match": "*"}).status == 412
+    assert dav.request("PUT", path, event("cond-1", summary="v2"), user=A,
+                       headers={"Content-Type": "text/calendar", "If-Match": '"stale"'}).status == 412
+    updated = dav.request("PUT", path, event("cond-1", summary="v2"), user=A,
+                          headers={"Content-Type": "text/calendar", "If-Match": etag})
+    assert updated.status == 204 and updated.headers["etag"] != etag
+    assert dav.request("DELETE", path, user=A, headers={"If-Match": etag}).status == 412
+    assert dav.request("DELETE", path, user=A, headers={"If-Match": updated.headers["etag"]}).status in (200, 204)
+    assert dav.request("GET", path, user=A).status == 404
+
+
+def test_uid_conflict_is_409(dav: DavServer) -> None:
+    """A second href with an existing UID is refused with CALDAV:no-uid-conflict (RFC 4791 §5.3.2.1)."""
+    assert dav.request("PUT", f"{CAL}/u1.ics", event("same-uid"), user=A,
+                       headers={"Content-Type": "text/calendar"}).status == 201
+    answer = dav.request("PUT", f"{CAL}/u2.ics", event("same-uid"), user=A, headers={"Content-Type": "text/calendar"})
+    assert answer.status == 409 and "no-uid-conflict" in answer.text
+
+
+def test_home_cannot_be_deleted(dav: DavServer) -> None:
+    """DELETE on one's own home is refused; the calendars stay."""
+    assert dav.request("DELETE", f"/dav/{A}/", user=A).status in (401, 403)
+    assert dav.request("PROPFIND", f"{CAL}/", user=A, headers={"Depth": "0"}).status == 207
+
+
+def test_vcard_in_contacts_and_query(dav: DavServer) -> None:
+    """A vCard PUT into the address book is found by addressbook-query on its name (RFC 6352 §8.6)."""
+    assert dav.request("PUT", f"/dav/{A}/contacts/j.vcf", vcard("card-j", "Jörg Müller"), user=A,
+                       headers={"Content-Type": "text/vcard"}).status == 201
+    query = ('<CR:addressbook-query xmlns="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><prop><getetag/>'
+             '<CR:address-data/></prop><CR:filter><CR:prop-filter name="FN"><CR:text-match collation="i;unicode-casemap"'
+             ' match-type="contains">müller</CR:text-match></CR:prop-filter></CR:filter></CR:addressbook-query>')
+    answer = dav.request("REPORT", f"/dav/{A}/contacts/", query, user=A, headers={"Depth": "1"})
+    assert answer.status == 207 and "Jörg Müller" in answer.text
+
+
+def test_school_directory_lists_every_account_read_only(dav: DavServer) -> None:
+    """The school directory holds a card for each account and refuses writes."""
+    query = ('<CR:addressbook-query xmlns="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><prop>'
+             '<CR:address-data/></prop></CR:addressbook-query>')
+    answer = dav.request("REPORT", f"/dav/{B}/school-directory/", query, user=B, headers={"Depth": "1"})
+    assert answer.status == 207
+    assert "FN:Anna Berg" in answer.text and "EMAIL;TYPE=INTERNET,WORK:anna@school.example" in answer.text
+    assert "FN:Bert Chu" in answer.text
+    answer = dav.request("PUT", f"/dav/{B}/school-directory/x.vcf", vcard("x"), user=B,
+                         headers={"Content-Type": "text/vcard"})
+    assert answer.status == 403
+
+
+def test_free_busy_query(dav: DavServer) -> None:
+    """free-busy-query over a week with an event in it returns a VFREEBUSY with a busy period (RFC 4791 §7.10)."""
+    dav.request("PUT", f"{CAL}/fb.ics", event("fb-1", "20270301T090000Z", "20270301T100000Z"), user=A,
+                headers={"Content-Type": "text/calendar"})
+    query = ('<C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav">'
+             '<C:time-range start="20270301T000000Z" end="20270308T000000Z"/></C:free-busy-query>')
+    answer = dav.request("REPORT", f"{CAL}/", query, user=A, headers={"Depth": "1"})
+    assert answer.status == 200 and "VFREEBUSY" in answer.text and "20270301T090000Z" in answer.text
+
+
+def test_task_round_trip(dav: DavServer) -> None:
+    """A VTODO is stored in the default calendar and found by a VTODO calendar-query."""
+    assert dav.request("PUT", f"{CAL}/t.ics", todo("task-1"), user=A,
+                       headers={"Content-Type": "text/calendar"}).status == 201
+    query = ('<C:calendar-query xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><prop><C:calendar-data/>'
+             '</prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VTODO"/></C:comp-filter>'
+             '</C:filter></C:calendar-query>')
+    answer = dav.request("REPORT", f"{CAL}/", query, user=A, headers={"Depth": "1"})
+    assert answer.status == 207 and "UID:task-1" in answer.text and "VEVENT" not in answer.text
+
+
+def test_proxy_headers_are_ignored(dav: DavServer) -> None:
+    """X-Script-Name and X-Remote-User from a client change neither hrefs nor the user."""
+    answer = dav.request("PROPFIND", "/dav/", PROPFIND_PRINCIPAL, headers={
+        "Depth": "0", "X-Remote-User": A, "X-Script-Name": "/evil"})
+    assert answer.status == 401
+    answer = dav.request("PROPFIND", "/dav/", PROPFIND_PRINCIPAL, user=A, headers={
+        "Depth": "0", "X-Script-Name": "/evil", "X-Forwarded-For": "1.2.3.4"})
+    assert answer.status == 207 and "/evil" not in answer.text
+
+
+def test_metrics_count_dav_requests(dav: DavServer) -> None:
+    """/metrics has DAV request counts by method and status and the latency histogram."""
+    dav.request("PROPFIND", f"{CAL}/", user=A, headers={"Depth": "0"})
+    port = dav.instance.ports["metrics"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert re.search(r'schoolsuite_dav_requests_total\{method="PROPFIND",status="207"\} [1-9]', text)
+    assert "schoolsuite_dav_request_seconds_bucket" in text
+    assert "schoolsuite_dav_items_stored_total" in text
+    assert "anna" not in text
