@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass  # the account commands land separately
     else:
         cli_accounts.register(sub)
+    try:
+        from schoolsuite import cli_ops
+    except ImportError:
+        pass
+    else:
+        cli_ops.register(sub)  # admin-token, audit, dns-records, backup, restore (issue 7)
     return parser
 
 

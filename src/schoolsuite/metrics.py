@@ -63,3 +63,10 @@ ACCOUNTS = Gauge(
     "Accounts in the store.",
     registry=REGISTRY,
 )
+
+ADMIN_REQUESTS = Counter(
+    "schoolsuite_admin_requests_total",
+    "Provisioning API (SCIM) requests by operation (e.g. user.create, group.list) and HTTP status.",
+    ["operation", "status"],
+    registry=REGISTRY,
+)

@@ -61,6 +61,7 @@ HTTP_MOUNTS: dict[bytes, Callable[[ServerContext], resource.IResource]] = {}
 #: Protocol modules; importing one registers its listeners (PROTOCOL_FACTORIES)
 #: and HTTP applications (HTTP_MOUNTS). Add a module here when it lands.
 PROTOCOL_MODULES: tuple[str, ...] = ("schoolsuite.protocols.dav",)
+PROTOCOL_MODULES += ("schoolsuite.protocols.http.admin", "schoolsuite.protocols.http.autoconfig")  # issue 7
 
 
 def load_protocols() -> None:

@@ -20,6 +20,7 @@ from ..storage import accounts as directory
 from .accounts import ACCOUNT_INITIALIZERS, AccountService
 from .auth import AuthService
 from .cred import SchoolsuiteRealm, make_portal
+from .groups import GroupService
 from .delivery import Delivery, init_mailboxes
 from .notifications import MailNotifier
 from .throttle import Throttle
@@ -70,6 +71,7 @@ class Services:
     sessions: SessionRegistry
     reactor: Any
     portal: Any = field(default=None)
+    groups: GroupService | None = field(default=None)  # mailing lists + shared address books (services/groups.py)
     notifier: MailNotifier | None = field(default=None)  # mailbox change notifications (IDLE)
     delivery: Delivery | None = field(default=None)  # messages into mailboxes (services/delivery.py)
 
@@ -113,6 +115,7 @@ class Services:
             reactor=reactor,
         )
         services.portal = make_portal(auth, realm)
+        services.groups = GroupService(store)
         services.notifier = MailNotifier(reactor)
         services.delivery = Delivery(store, services.writer, services.notifier)
         _update_account_gauge(store)

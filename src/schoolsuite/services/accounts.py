@@ -16,6 +16,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UserError
 from ..storage import NotFound, Store, WriteTxn
@@ -26,6 +27,14 @@ from . import passwords
 
 #: Called as ``init(txn, account)`` inside the transaction that creates an account.
 ACCOUNT_INITIALIZERS: list[Callable[[WriteTxn, Account], None]] = []
+#: Called as ``fin(txn, account)`` inside the transaction that deletes an account,
+#: before its key and records go (e.g. to drop it from groups).
+ACCOUNT_FINALIZERS: list[Callable[[WriteTxn, Account], None]] = []
+#: Called as ``taken(txn, address)`` before an address is given to an account:
+#: True when something else (a group's list address) owns it.
+ADDRESS_CLAIMS: list[Callable[[Any, str], bool]] = []
+MAX_ALIASES = 100
+_UNSET: Any = object()
 
 MAX_APP_PASSWORDS = 50
 _LABEL = re.compile(r"^[\w.@+ -]{1,64}$")
@@ -36,6 +45,10 @@ _LABEL_DNS = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 class AccountError(UserError):
     """A refused account operation (malformed address, unknown user, taken address)."""
+
+
+class AddressTaken(AccountError):
+    """The address (or alias) belongs to another account or a group."""
 
 
 def normalize_address(address: str) -> str:
@@ -81,6 +94,12 @@ class AccountInfo:
         )
 
 
+def _check_claims(txn: Any, addresses: list[str]) -> None:
+    for address in addresses:
+        if any(taken(txn, address) for taken in ADDRESS_CLAIMS):
+            raise AddressTaken(f"address {address} is taken")
+
+
 class AccountService:
     """Typed account operations over the store."""
 
@@ -107,12 +126,13 @@ class AccountService:
             raise AccountError("the quota must be positive")
         password_hash = passwords.hash_secret(password)
         with self._store.write() as txn:
+            _check_claims(txn, [address])
             try:
                 account = directory.create_account(
                     txn, address, name=name.strip(), quota=quota, password_hash=password_hash
                 )
             except Conflict:
-                raise AccountError(f"user exists already: {address}") from None
+                raise AddressTaken(f"user exists already: {address}") from None
             for init in ACCOUNT_INITIALIZERS:
                 init(txn, account)
             self._notify(txn, "created", account.id)
@@ -132,9 +152,87 @@ class AccountService:
     def delete(self, address: str) -> None:
         """Destroy the account's data key and every record of it."""
         with self._store.write() as txn:
-            account = self._require(txn, address)
-            directory.delete_account(txn, account.id)
-            self._notify(txn, "deleted", account.id)
+            self.delete_in(txn, self._require(txn, address))
+
+    # -- transaction-level operations (provisioning combines several in one txn) --
+
+    def create_in(self, txn: WriteTxn, address: str, *, password_hash: str = "", name: str = "",
+                  quota: int | None = None, aliases: list[str] | None = None, active: bool = True) -> Account:
+        """Create an account inside ``txn`` (no password hash: no password login until one is set)."""
+        address = normalize_address(address)
+        if quota is not None and quota <= 0:
+            raise AccountError("the quota must be positive")
+        _check_claims(txn, [address])
+        try:
+            account = directory.create_account(txn, address, name=name.strip(), quota=quota,
+                                               password_hash=password_hash)
+        except Conflict:
+            raise AddressTaken(f"user exists already: {address}") from None
+        for init in ACCOUNT_INITIALIZERS:
+            init(txn, account)
+        if aliases or not active:
+            account = self.modify_in(txn, account, aliases=aliases or [], active=active, notify=False)
+        self._notify(txn, "created", account.id)
+        return account
+
+    def modify_in(self, txn: WriteTxn, account: Account, *, address: str | None = None, name: str | None = None,
+                  quota: Any = _UNSET, active: bool | None = None, aliases: list[str] | None = None,
+                  notify: bool = True) -> Account:
+        """Change an account inside ``txn``; every check happens before anything is written.
+
+        A new ``address`` becomes the primary address and the old one stays as
+        an alias (mail sent to it still arrives); ``aliases`` replaces the list.
+        """
+        primary = account.address if address is None else normalize_address(address)
+        wanted = list(account.aliases) if aliases is None else [normalize_address(a) for a in aliases]
+        if primary != account.address and account.address not in wanted:
+            wanted.append(account.address)
+        wanted = [a for a in dict.fromkeys(wanted) if a != primary]
+        if len(wanted) > MAX_ALIASES:
+            raise AccountError(f"an account has at most {MAX_ALIASES} aliases")
+        if quota is not _UNSET and quota is not None and quota <= 0:
+            raise AccountError("the quota must be positive")
+        _check_claims(txn, [a for a in (primary, *wanted) if a not in account.addresses])
+        account.address, account.aliases = primary, wanted
+        if name is not None:
+            account.name = name.strip()
+        if quota is not _UNSET:
+            account.quota = quota
+        if active is not None:
+            account.active = active
+        try:
+            directory.update_account(txn, account)
+        except Conflict as exc:
+            raise AddressTaken(str(exc)) from None
+        if notify:
+            self._notify(txn, "changed", account.id)
+        return account
+
+    def delete_in(self, txn: WriteTxn, account: Account) -> None:
+        """Crypto-shred ``account`` inside ``txn`` (finalizers run first)."""
+        for fin in ACCOUNT_FINALIZERS:
+            fin(txn, account)
+        directory.delete_account(txn, account.id)
+        self._notify(txn, "deleted", account.id)
+
+    def _modify(self, address: str, **changes: Any) -> AccountInfo:
+        with self._store.write() as txn:
+            account = self.modify_in(txn, self._require(txn, address), **changes)
+        return AccountInfo.of(account)
+
+    def rename(self, address: str, new_address: str) -> AccountInfo:
+        """Give the account a new primary address; the old one stays as an alias."""
+        return self._modify(address, address=new_address)
+
+    def set_active(self, address: str, active: bool) -> AccountInfo:
+        """Disable (every login refused, open sessions closed; data and delivery kept) or enable."""
+        return self._modify(address, active=active)
+
+    def set_quota(self, address: str, quota: int | None) -> AccountInfo:
+        return self._modify(address, quota=quota)
+
+    def set_aliases(self, address: str, aliases: list[str]) -> AccountInfo:
+        return self._modify(address, aliases=aliases)
 
     def get(self, address: str) -> AccountInfo:
         with self._store.read() as txn:
@@ -200,4 +298,4 @@ class AccountService:
             return directory.find_account_id(txn, normalized)
 
 
-__all__ = ["ACCOUNT_INITIALIZERS", "AccountError", "AccountInfo", "AccountService", "NotFound", "normalize_address"]
+__all__ = ["ACCOUNT_FINALIZERS", "ADDRESS_CLAIMS", "ACCOUNT_INITIALIZERS", "AccountError", "AddressTaken", "AccountInfo", "AccountService", "NotFound", "normalize_address"]

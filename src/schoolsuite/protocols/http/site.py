@@ -186,6 +186,10 @@ class Root(resource.Resource):
 
     def mount(self, name: bytes, child: resource.IResource) -> None:
         """Attach an application (``b"dav"``, ``b"files"``, ``b"admin"``) that answers OPTIONS itself."""
+        parent, _, leaf = name.rpartition(b"/")
+        if parent:  # e.g. b".well-known/autoconfig": a child of an existing resource (autoconfig.py)
+            self.children[parent].putChild(leaf, child)
+            return
         self.mounts.add(name)
         self.putChild(name, child)
         self.root_methods.update(getattr(child, "root_methods", {}))
