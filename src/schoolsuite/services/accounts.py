@@ -215,9 +215,9 @@ class AccountService:
         directory.delete_account(txn, account.id)
         self._notify(txn, "deleted", account.id)
 
-    def _modify(self, address: str, **changes: Any) -> AccountInfo:
+    def _modify(self, current: str, /, **changes: Any) -> AccountInfo:
         with self._store.write() as txn:
-            account = self.modify_in(txn, self._require(txn, address), **changes)
+            account = self.modify_in(txn, self._require(txn, current), **changes)
         return AccountInfo.of(account)
 
     def rename(self, address: str, new_address: str) -> AccountInfo:

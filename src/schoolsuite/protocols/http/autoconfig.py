@@ -138,10 +138,11 @@ class AppleProfile(resource.Resource):
     isLeaf = True
     REALM = b'Basic realm="schoolsuite", charset="UTF-8"'
 
-    def __init__(self, setup: ClientSetup, auth: Any) -> None:
+    def __init__(self, setup: ClientSetup, auth: Any, accounts: Any) -> None:
         super().__init__()
         self._setup = setup
         self._auth = auth
+        self._accounts = accounts
 
     def render_GET(self, request: server.Request) -> Any:
         credentials = _basic(request.getHeader(b"authorization"))
@@ -151,7 +152,7 @@ class AppleProfile(resource.Resource):
         d = defer.maybeDeferred(self._auth.authenticate, credentials[0], credentials[1], client, "https")
 
         def ok(principal: Any) -> None:
-            body = mobileconfig(self._setup, principal.address, "")
+            body = mobileconfig(self._setup, principal.address, self._name(principal.address))
             request.setHeader(b"Content-Type", MOBILECONFIG_TYPE)
             request.setHeader(b"Content-Disposition", b'attachment; filename="schoolsuite.mobileconfig"')
             request.setHeader(b"Cache-Control", b"no-store")
@@ -165,6 +166,12 @@ class AppleProfile(resource.Resource):
 
         d.addCallbacks(ok, refused).addErrback(lambda f: _fault(request, f))
         return server.NOT_DONE_YET
+
+    def _name(self, address: str) -> str:
+        try:
+            return self._accounts.get(address).name
+        except Exception:  # deleted in between: the address will do
+            return ""
 
     def _challenge(self, request: server.Request) -> bytes:
         request.setResponseCode(401)
@@ -219,7 +226,7 @@ def _mail(ctx: Any) -> resource.Resource:
 
 def _apple(ctx: Any) -> resource.Resource:
     folder = resource.Resource()
-    folder.putChild(b"apple.mobileconfig", AppleProfile(client_setup(ctx.config), ctx.services.auth))
+    folder.putChild(b"apple.mobileconfig", AppleProfile(client_setup(ctx.config), ctx.services.auth, ctx.services.accounts))
     return folder
 
 
