@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from schoolsuite.instance import init_instance
-from support import LISTENERS, Instance, Running, free_port, schoolsuite_cmd, start_server
+from support import LISTENERS, Instance, Running, active_listeners, free_port, schoolsuite_cmd, start_server
 
 
 @pytest.fixture(name="free_port")
@@ -30,7 +30,7 @@ def instance(tmp_path: Path) -> Instance:
 @pytest.fixture
 def running(instance: Instance) -> Iterator[tuple[Instance, Running]]:
     """``schoolsuite serve`` on the instance (https and metrics listening); stopped afterwards."""
-    run = start_server(schoolsuite_cmd("serve", "-c", str(instance.config)), expect=2)
+    run = start_server(schoolsuite_cmd("serve", "-c", str(instance.config)), expect=active_listeners())
     yield instance, run
     if run.proc.poll() is None:
         run.proc.kill()

@@ -22,6 +22,14 @@ LISTENERS = ("imap", "imaps", "submission", "submissions", "mx", "https", "metri
 DEBIAN_PACKAGES = {"promtool": "prometheus", "curl": "curl", "openssl": "openssl"}
 
 
+def active_listeners() -> int:
+    """How many "listening:" lines a fresh instance prints: listeners whose protocol module is registered."""
+    from schoolsuite import server
+
+    server.load_protocols()
+    return sum(1 for name in LISTENERS if name in server.PROTOCOL_FACTORIES)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         cli_ops.register(sub)  # admin-token, audit, dns-records, backup, restore (issue 7)
+    try:
+        from schoolsuite import cli_mail
+    except ImportError:
+        pass
+    else:
+        cli_mail.register(sub)  # queue list|retry|delete, dkim generate|show (issue 4)
     return parser
 
 

@@ -180,6 +180,34 @@ class ListenersConfig:
 
 
 @dataclass
+class SMTPConfig:
+    """[smtp]"""
+
+    max_message_size: int = _opt(50 << 20, "Largest message accepted (announced as SIZE in EHLO).", kind="size")
+    max_recipients: int = _opt(100, "Recipients per message.", min=1)
+    max_connections: int = _opt(500, "Concurrent SMTP connections per listener.", min=1)
+    max_connections_per_client: int = _opt(20, "Concurrent SMTP connections from one client IP.", min=1)
+    idle_timeout_seconds: int = _opt(300, "Close an SMTP connection idle this long (RFC 5321 §4.5.3.2).", min=5)
+    extra_domains: str = _opt("", "More local mail domains besides [instance] domain, comma-separated.")
+    submission_reveal_client: bool = _opt(False, "Put the submitting client's IP address in the Received: header.")
+    dmarc_enforce_reject: bool = _opt(True, "Refuse MX mail that fails DMARC for a domain with p=reject.")
+    dns_servers: str = _opt("", "DNS servers for MX, SPF, DKIM and DMARC lookups as \"IP\" or \"IP:PORT\", "
+                                "comma-separated; empty: the system resolver.")
+    smarthost: str = _opt("", "Relay all outbound mail through \"HOST:PORT\"; empty: deliver to each domain's MX.")
+    smarthost_tls: str = _opt("starttls", "TLS to the smarthost: \"starttls\" (required), \"implicit\" or \"none\".",
+                              choices=TLS_MODES)
+    smarthost_username: str = _opt("", "User name for AUTH at the smarthost (empty: no AUTH).")
+    smarthost_password_file: str = _opt("", "File holding the smarthost password.")
+    smarthost_ca_file: str = _opt("", "CA certificates (PEM) to verify the smarthost; empty: the system's.")
+    outbound_port: int = _opt(25, "Port of remote MX hosts for direct delivery.", min=1)
+    queue_retry_initial_seconds: int = _opt(300, "First retry delay; it doubles after each failed attempt.", min=1)
+    queue_retry_max_seconds: int = _opt(14400, "Longest delay between two attempts.", min=1)
+    queue_delay_warning_seconds: int = _opt(14400, "Warn the sender once a message has waited this long.", min=1)
+    queue_give_up_seconds: int = _opt(5 * 86400, "Bounce a message still undelivered after this long.", min=1)
+    queue_poll_seconds: float = _opt(15.0, "How often the queue worker looks for due messages.", min=0.05)
+
+
+@dataclass
 class Config:
     """The whole configuration; ``source`` is the file it came from (None for defaults)."""
 
@@ -190,6 +218,7 @@ class Config:
     dav: DavConfig = field(default_factory=DavConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     listeners: ListenersConfig = field(default_factory=ListenersConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
 
@@ -216,7 +245,7 @@ def _convert(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
             raise ValueError("expected a number")
         value = float(value)
     elif typ in (str, Path) or isinstance(f.default, Path):
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or (not value and f.default != ""):  # "" only where it is the default
             raise ValueError("expected a non-empty string")
         value = Path(value) if isinstance(f.default, Path) else value
     if "choices" in f.metadata and value not in f.metadata["choices"]:

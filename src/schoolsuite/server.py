@@ -63,6 +63,7 @@ HTTP_MOUNTS: dict[bytes, Callable[[ServerContext], resource.IResource]] = {}
 PROTOCOL_MODULES: tuple[str, ...] = ("schoolsuite.protocols.dav",)
 PROTOCOL_MODULES += ("schoolsuite.protocols.http.admin", "schoolsuite.protocols.http.autoconfig")  # issue 7
 
+PROTOCOL_MODULES += ("schoolsuite.protocols.smtp",)  # issue 4: submission, submissions, mx
 
 def load_protocols() -> None:
     """Import every protocol module so that it registers itself."""

@@ -74,6 +74,7 @@ class Services:
     groups: GroupService | None = field(default=None)  # mailing lists + shared address books (services/groups.py)
     notifier: MailNotifier | None = field(default=None)  # mailbox change notifications (IDLE)
     delivery: Delivery | None = field(default=None)  # messages into mailboxes (services/delivery.py)
+    transport: Any = field(default=None)  # SMTP transport: queue, DKIM, checks (services/transport.py)
 
     @classmethod
     def build(cls, config: Any, store: Store, reactor: Any) -> "Services":
@@ -122,7 +123,9 @@ class Services:
         return services
 
     def shutdown(self) -> defer.Deferred[None]:
-        """Wait for the queued store writes, then stop the writer thread."""
+        """Stop the mail queue, wait for the queued store writes, then stop the writer thread."""
+        if self.transport is not None:
+            return self.transport.stop().addBoth(lambda _: self.writer.shutdown())
         return self.writer.shutdown()
 
 

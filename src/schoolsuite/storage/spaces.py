@@ -26,3 +26,6 @@ SPACE_DAV_ITEM = 0x21  # H(path) + H(href) -> item record
 SPACE_DAV_UID = 0x22  # H(path) + H(uid) -> H(href)
 SPACE_DAV_LOG = 0x23  # H(path) + seq -> href (sync-collection change log)
 SPACE_DAV_TOMB = 0x24  # H(path) + H(href) -> seq of the deletion
+
+# Outbound queue and mail transport (storage/queue.py).
+SPACE_QUEUE = 0x40  # queue id -> queued message entry (envelope, recipients, schedule)

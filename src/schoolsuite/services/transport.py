@@ -1,0 +1,173 @@
+"""Mail transport: what the SMTP listeners share (local delivery, the queue, DKIM, inbound checks).
+
+:meth:`MailTransport.submit` commits a submitted message in ONE write
+transaction: a sealed copy into each local recipient's INBOX (through
+``services.delivery``), one queue entry for the remote recipients (sealed with
+the sender's key), and a bounce into the sender's INBOX for local recipients
+that refused it (quota). :meth:`MailTransport.receive` delivers MX mail to
+local recipients. Both fire after the commit, so the SMTP ``250`` follows
+durability. Signing, verification and DNS run on a thread pool of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ..storage import accounts as directory
+from ..storage import mime
+from ..storage.queue import QueueEntry, QueuedRecipient
+from . import dsn, resolver
+from .dkim_keys import DkimSigner
+from .mailauth import MailAuthenticator, Verdicts
+from .outbound import Route
+from .queue import OutboundQueue, Schedule
+
+log = Logger(namespace="schoolsuite.transport")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    account_id: bytes | None  # None: remote
+    notify: tuple[str, ...] = ()
+    orcpt: str | None = None
+
+
+@dataclass
+class Submitted:
+    queue_id: str | None
+    delivered: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # local address -> reason (bounced)
+
+
+class MailTransport:
+    """One per server process; shared by the submission and MX listeners."""
+
+    def __init__(self, services: Any, config: Any) -> None:
+        smtp = config.smtp
+        self.services = services
+        self.store = services.store
+        self.hostname = config.instance.hostname
+        self.local_domains = {config.instance.domain.lower(), *(
+            d.strip().lower() for d in smtp.extra_domains.split(",") if d.strip())}
+        self.resolver = resolver.configure(smtp.dns_servers) if smtp.dns_servers else resolver.make_resolver("")
+        self.dns = resolver.MailDNS(self.resolver)
+        self.signer = DkimSigner(self.store)
+        self.authenticator = MailAuthenticator(self.dns)
+        self._pool = ThreadPool(minthreads=0, maxthreads=4, name="smtp-work")
+        route = Route(smarthost=smtp.smarthost, smarthost_tls=smtp.smarthost_tls, username=smtp.smarthost_username,
+                      password_file=smtp.smarthost_password_file, ca_file=smtp.smarthost_ca_file,
+                      outbound_port=smtp.outbound_port, hostname=self.hostname)
+        schedule = Schedule(smtp.queue_retry_initial_seconds, smtp.queue_retry_max_seconds,
+                            smtp.queue_delay_warning_seconds, smtp.queue_give_up_seconds)
+        self.queue = OutboundQueue(self.store, services.writer, services.reactor, route=route, dns=self.dns,
+                                   schedule=schedule, delivery=lambda: getattr(services, "delivery", None),
+                                   poll=smtp.queue_poll_seconds)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._pool.start()
+            self.queue.start()
+
+    def stop(self) -> defer.Deferred[None]:
+        if not self._started:
+            return defer.succeed(None)
+        self._started = False
+        d = self.queue.stop()
+        d.addCallback(lambda _: self._pool.stop())
+        return d
+
+    def in_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        """Run blocking work (DNS, RSA) off the reactor."""
+        if not self._started:
+            self.start()
+        return threads.deferToThreadPool(self.services.reactor, self._pool, fn, *args)
+
+    # -- lookups (reactor thread: read transactions are cheap) --------------------
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.local_domains
+
+    def find_account(self, address: str) -> bytes | None:
+        return self.services.accounts.find_id(address)
+
+    def addresses_of(self, account_id: bytes) -> list[str]:
+        """The account's own address and aliases (lower case)."""
+        with self.store.read() as txn:
+            account = directory.get_account(txn, account_id)
+        return [] if account is None or not account.active else [a.lower() for a in account.addresses]
+
+    # -- signing and verification (thread pool) -------------------------------------
+
+    def sign(self, message: bytes, domain: str) -> defer.Deferred[bytes]:
+        return self.in_thread(self.signer.sign, message, domain)
+
+    def verify(self, message: bytes, client_ip: str, helo: str, mail_from: str,
+               from_domain: str | None) -> defer.Deferred[Verdicts]:
+        return self.in_thread(self.authenticator.check, message, client_ip, helo, mail_from, from_domain)
+
+    # -- committing messages (writer thread) ------------------------------------------
+
+    def submit(self, account_id: bytes, sender: str, recipients: list[Recipient], message: bytes, *,
+               envid: str | None = None, ret: str | None = None, smtputf8: bool = False,
+               body: str | None = None) -> defer.Deferred[Submitted]:
+        """Deliver locally and queue for remote recipients, in one transaction."""
+        delivery = getattr(self.services, "delivery", None)
+        local = [r for r in recipients if r.account_id is not None]
+        remote = [r for r in recipients if r.account_id is None]
+        if local and delivery is None:
+            return defer.fail(RuntimeError("no delivery service"))
+
+        def run() -> Submitted:
+            structure = mime.parse(message) if local else None
+            now = time.time()
+            result = Submitted(None)
+            refused: list[QueuedRecipient] = []
+            with self.store.write() as txn:
+                done: set[bytes] = set()
+                for r in local:
+                    assert r.account_id is not None
+                    if r.account_id in done:
+                        continue
+                    try:
+                        delivery.deliver_sync(txn, r.account_id, message, internal_date=now, structure=structure)
+                    except Exception as exc:  # QuotaExceeded, MailboxNotFound: bounced below
+                        reason = "mailbox full" if type(exc).__name__ == "QuotaExceeded" else "mailbox unavailable"
+                        result.refused[r.address] = reason
+                        enhanced = "5.2.2" if reason == "mailbox full" else "5.2.1"
+                        refused.append(QueuedRecipient(r.address, "failed", list(r.notify), r.orcpt, 1,
+                                                       f"local delivery failed: {reason}", self.hostname, enhanced))
+                    else:
+                        done.add(r.account_id)
+                        result.delivered.append(r.address)
+                entry = QueueEntry(
+                    id="", account_id=account_id, sender=sender,
+                    recipients=[QueuedRecipient(r.address, notify=list(r.notify), orcpt=r.orcpt) for r in remote],
+                    envid=envid, ret=ret, smtputf8=smtputf8, body=body, created=now)
+                if remote:
+                    result.queue_id = self.queue.enqueue(txn, entry, message).id
+                bounces = [r for r in refused if dsn.wants(r, "failed")]
+                if bounces and sender and delivery is not None:
+                    report = dsn.build(self.hostname, entry, message, bounces, "failed", now=now)
+                    try:
+                        delivery.deliver_sync(txn, account_id, report, internal_date=now)
+                    except Exception as exc:
+                        log.warn("bounce for a local recipient not delivered: {error}", error=type(exc).__name__)
+            return result
+
+        return self.services.writer.run(run)
+
+    def receive(self, account_ids: list[bytes], message: bytes) -> defer.Deferred[dict[bytes, Any]]:
+        """MX: one sealed copy per local recipient (one transaction); fires after commit."""
+        delivery = getattr(self.services, "delivery", None)
+        if delivery is None:
+            return defer.fail(RuntimeError("no delivery service"))
+        return delivery.deliver_many([(a, "INBOX") for a in dict.fromkeys(account_ids)], message)
