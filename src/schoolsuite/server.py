@@ -64,6 +64,7 @@ PROTOCOL_MODULES: tuple[str, ...] = ("schoolsuite.protocols.dav",)
 PROTOCOL_MODULES += ("schoolsuite.protocols.http.admin", "schoolsuite.protocols.http.autoconfig")  # issue 7
 
 PROTOCOL_MODULES += ("schoolsuite.protocols.smtp",)  # issue 4: submission, submissions, mx
+PROTOCOL_MODULES += ("schoolsuite.protocols.imap",)  # issue 3: imap, imaps
 
 def load_protocols() -> None:
     """Import every protocol module so that it registers itself."""

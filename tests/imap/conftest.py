@@ -53,3 +53,26 @@ def bob(accounts: AccountService) -> bytes:
     account_id = accounts.find_id("bob@school.example")
     assert account_id is not None
     return account_id
+
+
+@pytest.fixture
+def services(store, accounts, notifier, delivery, alice):
+    """A Services-like object wired for in-process transcript tests (synchronous writer, fake auth)."""
+    from types import SimpleNamespace
+
+    from schoolsuite.services import SessionRegistry
+
+    from imap_helpers import FakeAuth, InlineWriter
+
+    return SimpleNamespace(store=store, writer=InlineWriter(), notifier=notifier, delivery=delivery,
+                           sessions=SessionRegistry(), auth=FakeAuth({"alice@school.example": alice}, PASSWORD))
+
+
+@pytest.fixture
+def conn(services):
+    """A logged-in connection of alice."""
+    from imap_helpers import Conn
+
+    c = Conn(services)
+    c.login()
+    return c

@@ -35,3 +35,56 @@ def message(subject: str = "Hello", body: str = "Hi there.\r\n", sender: str = "
     return (f"From: Carol <{sender}>\r\nTo: alice@school.example\r\nSubject: {subject}\r\n"
             f"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{abs(hash(subject))}@example.org>\r\n"
             f"\r\n{body}").encode()
+
+
+class FakeAuth:
+    """AuthService stand-in: one account, one password, answers at once."""
+
+    def __init__(self, accounts: dict[str, bytes], password: str) -> None:
+        self.accounts = accounts
+        self.password = password
+
+    def authenticate(self, address: str, secret: str, client_address: Any, protocol: str) -> defer.Deferred[Any]:
+        from schoolsuite.services.auth import AuthFailed, Principal
+
+        account_id = self.accounts.get(address.lower())
+        if account_id is None or secret != self.password:
+            return defer.fail(AuthFailed("failed"))
+        return defer.succeed(Principal(account_id, address.lower(), "password"))
+
+
+class Conn:
+    """An IMAP server connection over a StringTransport: feed client bytes, read server bytes."""
+
+    def __init__(self, services: Any, *, tls: bool = True, limits: Any = None) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from schoolsuite.protocols.imap.protocol import IMAPFactory, ImapLimits
+
+        self.factory = IMAPFactory(services, limits or ImapLimits(), tls=None, implicit_tls=tls)
+        self.proto = self.factory.buildProtocol(None)
+        self.transport = StringTransport(peerAddress=None)
+        self.proto.makeConnection(self.transport)
+        self.greeting = self.read()
+
+    def read(self) -> bytes:
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def send(self, data: bytes) -> bytes:
+        self.proto.dataReceived(data)
+        return self.read()
+
+    def cmd(self, line: str) -> list[str]:
+        """Send one command line; the reply lines as text."""
+        out = self.send(line.encode("utf-8") + b"\r\n")
+        return out.decode("utf-8", "replace").split("\r\n")[:-1]
+
+    def login(self, user: str = "alice@school.example", password: str = "correct horse battery") -> None:
+        reply = self.cmd(f'L LOGIN {user} "{password}"')
+        assert reply[-1].startswith("L OK"), reply
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.disconnecting

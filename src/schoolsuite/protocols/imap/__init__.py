@@ -1,0 +1,42 @@
+"""IMAP4rev1 server (RFC 3501 and the extensions listed in ops_auth.CAPABILITIES).
+
+Layers: ``grammar``/``commands``/``search_grammar`` (bytes → typed commands,
+pure), ``ops_*`` (one module per command family, calling storage and
+services), ``protocol`` (the Twisted Protocol: buffering, literals, states,
+IDLE, STARTTLS, COMPRESS). Importing this package registers the ``imap``
+(STARTTLS) and ``imaps`` (implicit TLS) listeners.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...server import PROTOCOL_FACTORIES
+from .protocol import IMAPFactory, ImapLimits
+
+
+def limits_from_config(config: Any) -> ImapLimits:
+    section = getattr(config, "imap", None)
+    limits = ImapLimits()
+    if section is not None:
+        for name in ("max_line", "max_message_size", "max_connections_per_client", "max_connections_per_account",
+                     "autologout_seconds"):
+            if hasattr(section, name):
+                setattr(limits, name, getattr(section, name))
+    return limits
+
+
+def imap_factory(ctx: Any) -> IMAPFactory:
+    """The 143-style listener: STARTTLS offered, LOGIN refused before it."""
+    return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=False)
+
+
+def imaps_factory(ctx: Any) -> IMAPFactory:
+    """The 993-style listener; the server wraps implicit TLS around it."""
+    return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=True)
+
+
+PROTOCOL_FACTORIES["imap"] = imap_factory
+PROTOCOL_FACTORIES["imaps"] = imaps_factory
+
+__all__ = ["IMAPFactory", "ImapLimits", "imap_factory", "imaps_factory"]

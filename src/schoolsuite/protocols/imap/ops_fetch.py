@@ -1,0 +1,264 @@
+"""FETCH and UID FETCH (RFC 3501 §6.4.5, §7.4.2; RFC 3516 BINARY; RFC 7162 CHANGEDSINCE/VANISHED).
+
+Everything comes from what delivery stored: the index page (flags, size,
+internal date, MODSEQ), the stored MIME structure (ENVELOPE, BODYSTRUCTURE,
+section offsets), and for body sections only the byte range they cover.
+Non-PEEK body fetches set ``\\Seen`` first (one write), then report FLAGS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+from typing import Any
+
+from ...storage import mail, mime
+from ...storage.store import CHUNK_SIZE
+from . import render
+from .errors import No
+from .grammar import Fetch, FetchItem, Section
+from .session import Session
+
+_SETS_SEEN = frozenset(("BODY", "BINARY", "RFC822", "RFC822.TEXT"))
+
+
+def do_fetch(s: Session, cmd: Fetch) -> Any:
+    view = s.require_selected()
+    uids = view.resolve(cmd.sequence, cmd.uid)
+    items = list(cmd.items)
+    names = {i.name for i in items}
+    if cmd.uid and "UID" not in names:
+        items.insert(0, FetchItem("UID"))
+    if cmd.changed_since is not None or "MODSEQ" in names:
+        s.condstore = True  # RFC 7162 §3.1: CONDSTORE enabling commands
+        if "MODSEQ" not in names:
+            items.append(FetchItem("MODSEQ"))
+    sets_seen = not view.readonly and any(
+        i.name in _SETS_SEEN and (i.section is not None or i.name.startswith("RFC822")) for i in items)
+    if cmd.vanished:
+        _vanished(s, cmd, uids)
+    if not sets_seen or not uids:
+        _render(s, cmd, uids, items, set())
+        return "FETCH completed" if not cmd.uid else "UID FETCH completed"
+
+    def run(user: Any, txn: Any) -> list[mail.IndexEntry]:
+        box = mail.get_mailbox(user, view.id)
+        if box is None:
+            return []
+        changed, _ = mail.store_flags(user, box, uids, "add", mail.SEEN)
+        if changed:
+            mail.save_mailbox(user, box)
+            s.notify(txn, (box.id,))
+        return changed
+
+    def done(changed: list[mail.IndexEntry]) -> str:
+        for entry in changed:
+            view.own.add((entry.uid, entry.modseq))
+        _render(s, cmd, uids, items, {e.uid for e in changed})
+        return "FETCH completed" if not cmd.uid else "UID FETCH completed"
+
+    return s.write(run).addCallback(done)
+
+
+def _vanished(s: Session, cmd: Fetch, uids: list[int]) -> None:
+    """RFC 7162 §3.2.6: expunged uids of the set since CHANGEDSINCE."""
+    view = s.selected
+    assert view is not None and cmd.changed_since is not None
+    bounds = [(a or 0xFFFFFFFF, b or 0xFFFFFFFF) for a, b in cmd.sequence]
+    with s.read() as txn:
+        gone = sorted({c.uid for c in mail.changes_since(s.user(txn), view.id, cmd.changed_since)
+                       if c.expunged and any(min(a, b) <= c.uid <= max(a, b) for a, b in bounds)})
+    if gone:
+        s.send(b"* VANISHED (EARLIER) " + render.sequence_set(gone) + b"\r\n")
+
+
+def section_label(name: str, sec: Section, *, with_partial: bool = True) -> bytes:
+    text = ".".join(str(p) for p in sec.part)
+    if sec.specifier:
+        text = f"{text}.{sec.specifier}" if text else sec.specifier
+        if sec.fields:
+            text += " (" + " ".join(sec.fields) + ")"
+    label = f"{name.replace('.PEEK', '')}[{text}]"
+    if sec.partial is not None and with_partial:
+        label += f"<{sec.partial[0]}>"
+    return label.encode("latin-1")
+
+
+def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], seen_now: set[int]) -> None:
+    view = s.selected
+    assert view is not None
+    need_structure = any(i.name not in ("UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE") for i in items)
+    has_flags = any(i.name == "FLAGS" for i in items)
+    with s.read() as txn:
+        user = s.user(txn)
+        entries = mail.index_entries(user, view.id, uids)
+        table = mail.keywords(user)
+        for uid in uids:
+            entry = entries.get(uid)
+            seq = view.seq_of(uid)
+            if entry is None or seq is None:
+                continue  # expunged by another session meanwhile: nothing to say (RFC 2180 §4.1.2)
+            if cmd.changed_since is not None and entry.modseq <= cmd.changed_since:
+                continue
+            stored = mail.get_message(user, view.id, uid) if need_structure else None
+            if need_structure and stored is None:
+                continue
+            body = _Body(user, stored) if stored is not None else None
+            parts = []
+            for item in items:
+                parts.append(_item(s, item, entry, table, body, view.recent))
+            if uid in seen_now and not has_flags:
+                parts.append(b"FLAGS (" + " ".join(_flags(entry.flags | mail.SEEN, table, uid, view.recent))
+                             .encode("utf-8") + b")")
+            s.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+
+
+def _flags(mask: int, table: list[str], uid: int, recent: set[int]) -> list[str]:
+    flags = mail.mask_to_flags(mask, table)
+    if uid in recent:
+        flags.append("\\Recent")
+    return flags
+
+
+class _Body:
+    """Lazy access to one message's bytes and structure."""
+
+    def __init__(self, user: Any, stored: mail.StoredMessage) -> None:
+        self.user = user
+        self.stored = stored
+        self.root = stored.structure
+        self._all: bytes | None = None
+
+    def range(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        if self._all is None and self.root.end <= CHUNK_SIZE:
+            self._all = mail.read_message(self.user, self.stored.content_id)
+        if self._all is not None:
+            return self._all[start:end]
+        return mail.read_message(self.user, self.stored.content_id, start, end)
+
+
+def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str], body: _Body | None,
+          recent: set[int]) -> bytes:
+    name = item.name
+    if name == "UID":
+        return b"UID %d" % entry.uid
+    if name == "FLAGS":
+        mask = entry.flags
+        return b"FLAGS (" + " ".join(_flags(mask, table, entry.uid, recent)).encode("utf-8") + b")"
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % entry.modseq
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + render.internal_date(entry.date)
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % entry.size
+    if name in ("SAVEDATE",):
+        return b"SAVEDATE NIL"
+    assert body is not None
+    root = body.root
+    if name == "ENVELOPE":
+        return b"ENVELOPE " + render.envelope(root.envelope)
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + render.bodystructure(root, True)
+    if name == "BODY" and item.section is None:
+        return b"BODY " + render.bodystructure(root, False)
+    if name == "RFC822":
+        return b"RFC822 " + _literal(body.range(0, root.end))
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + _literal(body.range(root.hstart, root.bstart))
+    if name == "RFC822.TEXT":
+        return b"RFC822.TEXT " + _literal(body.range(root.bstart, root.end))
+    sec = item.section
+    assert sec is not None
+    if name.startswith("BINARY"):
+        return _binary(item, sec, body)
+    data = section_bytes(body, sec)
+    if data is None:
+        return section_label(name, sec) + b" NIL"
+    if sec.partial is not None:
+        start, length = sec.partial
+        data = data[start : start + length]
+    return section_label(name, sec) + b" " + _literal(data)
+
+
+def _literal(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data
+
+
+def section_bytes(body: _Body, sec: Section) -> bytes | None:
+    """The bytes a section names (RFC 3501 §6.4.5), or None when the part does not exist."""
+    root = body.root
+    target = mime.resolve(root, list(sec.part)) if sec.part else root
+    if target is None:
+        return None
+    if sec.specifier == "MIME":
+        return body.range(target.hstart, target.bstart)
+    if sec.specifier in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"):
+        if sec.part:
+            if target.message is None:
+                return b""
+            target = target.message
+        if sec.specifier == "TEXT":
+            return body.range(target.bstart, target.end)
+        header = body.range(target.hstart, target.bstart)
+        if sec.specifier == "HEADER":
+            return header
+        return filter_header(header, set(sec.fields), sec.specifier == "HEADER.FIELDS.NOT")
+    if not sec.part:
+        return body.range(0, root.end)
+    return body.range(target.bstart, target.end)
+
+
+def filter_header(header: bytes, names: set[str], exclude: bool) -> bytes:
+    """The header fields named (or all but those, for .NOT), followed by the blank line."""
+    out = []
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().decode("latin-1").upper()
+        keep = (name in names) != exclude and b":" in line
+        if keep:
+            out.append(line)
+    return b"".join(out) + b"\r\n"
+
+
+def _decode(data: bytes, encoding: str | None) -> bytes:
+    cte = (encoding or "7bit").lower()
+    if cte in ("7bit", "8bit", "binary"):
+        return data
+    if cte == "base64":
+        try:
+            return base64.b64decode(b"".join(data.split()), validate=False)
+        except (binascii.Error, ValueError):
+            raise No("Cannot decode the part's content", "UNKNOWN-CTE") from None
+    if cte == "quoted-printable":
+        return quopri.decodestring(data)
+    raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")  # RFC 3516 §4.3
+
+
+def _binary(item: FetchItem, sec: Section, body: _Body) -> bytes:
+    root = body.root
+    target = mime.resolve(root, list(sec.part)) if sec.part else root
+    if target is None:
+        return section_label(item.name, sec) + b" NIL"
+    if not sec.part:
+        data = body.range(0, root.end)
+    else:
+        if target.multipart:
+            raise No("BINARY of a multipart", "UNKNOWN-CTE")
+        data = _decode(body.range(target.bstart, target.end), target.encoding)
+    if item.name == "BINARY.SIZE":
+        return b"BINARY.SIZE[%s] %d" % (".".join(str(p) for p in sec.part).encode(), len(data))
+    if sec.partial is not None:
+        data = data[sec.partial[0] : sec.partial[0] + sec.partial[1]]
+    label = section_label("BINARY", sec)
+    if b"\x00" in data:
+        return label + b" ~{%d}\r\n" % len(data) + data  # RFC 3516 literal8
+    return label + b" " + _literal(data)

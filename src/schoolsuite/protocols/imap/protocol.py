@@ -1,0 +1,494 @@
+"""The IMAP server protocol: buffering, literals, the state machine, IDLE, STARTTLS, COMPRESS.
+
+One command runs at a time: while its store operation is pending the
+protocol stops reading (``pauseProducing``) and queued input waits in the
+buffer. Lines are capped (``max_line``: BAD, the connection stays usable);
+literals are checked against the size policy before the ``+`` continuation
+(RFC 7888 §4: ``NO [TOOBIG]``). On STARTTLS everything buffered after the
+command is discarded (RFC 3501 §6.2.1, no plaintext injection into TLS).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from ...metrics import REGISTRY
+from . import ops_auth, ops_fetch, ops_mailbox, ops_message, ops_search, ops_select
+from .commands import parse_command
+from .errors import Bad, Bye, ImapError, No, reply_for
+from .grammar import LITERAL_RE, Authenticate, Command, Login, ParseError
+from .session import Session
+
+log = Logger(namespace="schoolsuite.imap")
+
+COMMANDS = Counter("schoolsuite_imap_commands_total", "IMAP commands by name and result (ok, no, bad).",
+                   ["command", "result"], registry=REGISTRY)
+COMMAND_SECONDS = Histogram("schoolsuite_imap_command_seconds", "IMAP command latency by command.", ["command"],
+                            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30), registry=REGISTRY)
+IDLE_SESSIONS = Gauge("schoolsuite_imap_idle_sessions", "IMAP sessions in IDLE.", registry=REGISTRY)
+SESSIONS = Gauge("schoolsuite_imap_sessions", "Open IMAP sessions.", registry=REGISTRY)
+
+
+@dataclass
+class ImapLimits:
+    max_line: int = 64 * 1024
+    max_literal: int = 64 * 1024  # literals of commands other than APPEND
+    max_message_size: int = 50 << 20  # APPENDLIMIT (RFC 7889)
+    max_connections_per_client: int = 50
+    max_connections_per_account: int = 30
+    autologout_seconds: int = 30 * 60  # RFC 3501 §5.4: at least 30 minutes
+    preauth_seconds: int = 60
+
+
+# command → (allowed states, handler). States: n = not authenticated, a = authenticated, s = selected.
+_ANY, _AUTH, _SEL = "nas", "as", "s"
+HANDLERS: dict[str, tuple[str, Any]] = {
+    "CAPABILITY": (_ANY, None), "NOOP": (_ANY, ops_auth.do_noop), "LOGOUT": (_ANY, None),
+    "ID": (_ANY, ops_auth.do_id), "STARTTLS": ("n", None), "LOGIN": ("n", None), "AUTHENTICATE": ("n", None),
+    "ENABLE": (_AUTH, ops_auth.do_enable), "COMPRESS": (_AUTH, None), "IDLE": (_AUTH, None),
+    "SELECT": (_AUTH, ops_select.do_select), "EXAMINE": (_AUTH, ops_select.do_select),
+    "CREATE": (_AUTH, ops_mailbox.do_create), "DELETE": (_AUTH, ops_mailbox.do_delete),
+    "RENAME": (_AUTH, ops_mailbox.do_rename), "SUBSCRIBE": (_AUTH, ops_mailbox.do_subscribe),
+    "UNSUBSCRIBE": (_AUTH, ops_mailbox.do_subscribe), "LIST": (_AUTH, ops_mailbox.do_list),
+    "LSUB": (_AUTH, ops_mailbox.do_list), "STATUS": (_AUTH, ops_mailbox.do_status),
+    "APPEND": (_AUTH, ops_mailbox.do_append), "NAMESPACE": (_AUTH, ops_mailbox.do_namespace),
+    "GETQUOTA": (_AUTH, ops_mailbox.do_getquota), "GETQUOTAROOT": (_AUTH, ops_mailbox.do_getquotaroot),
+    "SETQUOTA": (_AUTH, ops_mailbox.do_setquota),
+    "CHECK": (_SEL, ops_select.do_check), "CLOSE": (_SEL, ops_select.do_close),
+    "UNSELECT": (_SEL, ops_select.do_unselect), "EXPUNGE": (_SEL, ops_select.do_expunge),
+    "UID EXPUNGE": (_SEL, ops_select.do_expunge), "FETCH": (_SEL, ops_fetch.do_fetch),
+    "STORE": (_SEL, ops_message.do_store), "COPY": (_SEL, ops_message.do_copy),
+    "MOVE": (_SEL, ops_message.do_copy), "SEARCH": (_SEL, ops_search.do_search),
+    "SORT": (_SEL, ops_search.do_search), "THREAD": (_SEL, ops_search.do_search),
+}
+# RFC 3501 §7.4.1: no EXPUNGE responses after these (by sequence number).
+_NO_EXPUNGE = frozenset(("FETCH", "STORE", "SEARCH", "SORT", "THREAD"))
+
+
+class IMAPServer(protocol.Protocol, TimeoutMixin):
+    """One IMAP connection."""
+
+    def __init__(self, factory: "IMAPFactory") -> None:
+        self.factory = factory
+        self.limits = factory.limits
+        self._buf = bytearray()
+        self._parts: list[bytes] = []
+        self._parts_size = 0
+        self._literal = 0  # bytes of literal still to read
+        self._discard_literal = False
+        self._discard_line = False
+        self._discard_command: tuple[bytes, bytes] | None = None  # (tag, reply) after a refused literal
+        self._busy = False
+        self._closed = False
+        self._mode = "command"  # command, idle, authenticate
+        self._pending: Any = None
+        self._inflate: Any = None
+        self._deflate: Any = None
+        self._client = ""
+        self._admitted = False
+        self.session: Session | None = None
+
+    # -- connection ------------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802
+        peer = self.transport.getPeer()
+        self._client = getattr(peer, "host", "")
+        tls = self.factory.implicit_tls
+        self.session = Session(self.factory.services, self.send, client_address=self._client, tls=tls,
+                               limits=self.limits)
+        self.session.on_change = self._changed
+        SESSIONS.inc()
+        if not self.factory.admit(self._client):
+            self.transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
+            self._closed = True
+            self.transport.loseConnection()
+            return
+        self._admitted = True
+        self.setTimeout(self.limits.preauth_seconds)
+        caps = " ".join(self._capabilities())
+        self.send(b"* OK [CAPABILITY %s] schoolsuite IMAP ready\r\n" % caps.encode())
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        SESSIONS.dec()
+        if self._mode == "idle":
+            IDLE_SESSIONS.dec()
+        self._closed = True
+        self.setTimeout(None)
+        if self._admitted:
+            self.factory.release(self._client)
+        if self.session is not None:
+            self.session.close()
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self.send(b"* BYE Autologout; idle for too long\r\n")
+        self.transport.loseConnection()
+
+    def _capabilities(self) -> list[str]:
+        assert self.session is not None
+        return ops_auth.capabilities(self.session, starttls_offered=self.factory.tls is not None,
+                                     compressed=self._deflate is not None)
+
+    def send(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.transport.write(data)
+
+    def close_session(self) -> None:
+        """Called when the account is deleted or disabled."""
+        self.send(b"* BYE Account closed\r\n")
+        self.transport.loseConnection()
+
+    # -- input ------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._closed:
+            return
+        self.resetTimeout()
+        if self._inflate is not None:
+            try:
+                data = self._inflate.decompress(data)
+            except zlib.error:
+                self.send(b"* BYE Bad compressed data\r\n")
+                self.transport.loseConnection()
+                return
+        self._buf += data
+        self._process()
+
+    def _process(self) -> None:
+        while not self._busy and not self._closed and self._buf:
+            if self._literal:
+                take = min(self._literal, len(self._buf))
+                chunk = bytes(self._buf[:take])
+                del self._buf[:take]
+                self._literal -= take
+                if not self._discard_literal:
+                    self._parts.append(chunk)
+                continue
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > self.limits.max_line:
+                    self._discard_line = True
+                    self._buf.clear()
+                return
+            line = bytes(self._buf[: nl + 1])
+            del self._buf[: nl + 1]
+            if self._discard_line or len(line) > self.limits.max_line:
+                self._discard_line = False
+                self._reset_command()
+                tag = line.split(b" ", 1)[0] if b" " in line[:64] else b"*"
+                self.send((tag if tag.isalnum() else b"*") + b" BAD Line too long\r\n")
+                continue
+            if self._mode == "idle":
+                self._idle_line(line)
+                continue
+            if self._mode == "authenticate":
+                self._auth_line(line)
+                continue
+            self._line(line)
+        if self._busy or len(self._buf) > self.limits.max_line * 4:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+
+    def _reset_command(self) -> None:
+        self._parts = []
+        self._parts_size = 0
+        self._discard_literal = False
+        self._discard_command = None
+
+    def _line(self, line: bytes) -> None:
+        m = LITERAL_RE.search(line)
+        first = b"".join(self._parts[:1]) or line
+        if m is not None:
+            size = int(m.group(1))
+            nonsync = m.group(2) == b"+"
+            tag = first.split(b" ", 1)[0]
+            is_append = b" APPEND " in first[:200].upper()
+            limit = self.limits.max_message_size if is_append else self.limits.max_literal
+            if self._discard_command is not None or size > limit or \
+                    self._parts_size + size > self.limits.max_message_size + self.limits.max_literal:
+                if self._discard_command is None:
+                    code = b"[TOOBIG] " if is_append else b"[LIMIT] "
+                    self._discard_command = (tag, tag + b" NO " + code + b"Literal too large\r\n")
+                if nonsync:  # RFC 7888 §4: the client sends it anyway; read and drop it
+                    self._literal = size
+                    self._discard_literal = True
+                    return
+                self.send(self._discard_command[1])
+                self._reset_command()
+                return
+            self._parts.append(line)
+            self._parts_size += len(line) + size
+            self._literal = size
+            self._discard_literal = False
+            if not nonsync:
+                self.send(b"+ Ready for literal data\r\n")
+            return
+        if self._discard_command is not None:
+            reply = self._discard_command[1]
+            self._reset_command()
+            self.send(reply)
+            return
+        self._parts.append(line)
+        raw = b"".join(self._parts)
+        self._reset_command()
+        self._command(raw)
+
+    # -- commands ---------------------------------------------------------------
+
+    def _command(self, raw: bytes) -> None:
+        s = self.session
+        assert s is not None
+        try:
+            cmd = parse_command(raw, utf8=s.utf8)
+        except ParseError as exc:
+            tag = exc.tag or b"*"
+            COMMANDS.labels("unknown", "bad").inc()
+            self.send(tag + b" BAD " + str(exc).encode("utf-8", "replace") + b"\r\n")
+            return
+        tag = cmd.tag.encode("latin-1")
+        entry = HANDLERS.get(cmd.name)
+        if entry is None:
+            self.send(tag + b" BAD Unknown command\r\n")
+            return
+        states, handler = entry
+        state = "n" if not s.authenticated else ("s" if s.selected is not None else "a")
+        if state not in states:
+            text = b"Not authenticated" if state == "n" else (
+                b"No mailbox selected" if "s" == states else b"Already authenticated")
+            COMMANDS.labels(cmd.name, "bad").inc()
+            self.send(tag + b" BAD " + text + b"\r\n")
+            return
+        started = time.perf_counter()
+        try:
+            special = getattr(self, "_do_" + cmd.name.replace(" ", "_"), None)
+            result = special(cmd) if special is not None else handler(s, cmd)
+        except Exception as exc:  # noqa: BLE001 - mapped in one place
+            self._finish(cmd, started, Failure(exc))
+            return
+        if isinstance(result, defer.Deferred):
+            self._busy = True
+            self.transport.pauseProducing()
+            result.addBoth(lambda r: self._finish(cmd, started, r))
+        else:
+            self._finish(cmd, started, result)
+
+    def _finish(self, cmd: Command, started: float, result: Any) -> None:
+        self._busy = False
+        if self._closed:
+            return
+        s = self.session
+        assert s is not None
+        tag = cmd.tag.encode("latin-1")
+        COMMAND_SECONDS.labels(cmd.name).observe(time.perf_counter() - started)
+        if isinstance(result, Failure):
+            exc = result.value
+            if not isinstance(exc, ImapError):
+                log.failure("IMAP {command} failed", failure=result, command=cmd.name)
+            status = "bad" if isinstance(exc, Bad) else "no"
+            COMMANDS.labels(cmd.name, status).inc()
+            if isinstance(exc, Bye):
+                self.send(reply_for(tag, exc))
+                self.transport.loseConnection()
+                return
+            self._refresh(cmd)
+            self.send(reply_for(tag, exc))
+        elif result is not _ASYNC:
+            COMMANDS.labels(cmd.name, "ok").inc()
+            if not self._refresh(cmd):
+                return
+            text = result if isinstance(result, str) else f"{cmd.name} completed"
+            self.send(tag + b" OK " + text.encode("utf-8") + b"\r\n")
+        self._process()
+
+    def _refresh(self, cmd: Command) -> bool:
+        s = self.session
+        if s is None or s.selected is None:
+            return True
+        uid = getattr(cmd, "uid", False)
+        try:
+            s.refresh(expunge=not (cmd.name in _NO_EXPUNGE and not uid))
+        except Bye as exc:
+            self.send(reply_for(b"*", exc))
+            self.transport.loseConnection()
+            return False
+        return True
+
+    def _changed(self) -> None:
+        """Another session changed the selected mailbox: report now if idling (RFC 2177)."""
+        if self._mode == "idle" and self.session is not None:
+            try:
+                self.session.refresh(expunge=True)
+            except Bye as exc:
+                self.send(reply_for(b"*", exc))
+                self.transport.loseConnection()
+
+    # Commands that touch the connection itself.
+
+    def _do_CAPABILITY(self, cmd: Command) -> str:  # noqa: N802
+        self.send(b"* CAPABILITY " + " ".join(self._capabilities()).encode() + b"\r\n")
+        return "CAPABILITY completed"
+
+    def _do_LOGOUT(self, cmd: Command) -> Any:  # noqa: N802
+        self.send(b"* BYE Logging out\r\n")
+        self.send(cmd.tag.encode("latin-1") + b" OK LOGOUT completed\r\n")
+        COMMANDS.labels("LOGOUT", "ok").inc()
+        self._closed = True
+        self.transport.loseConnection()
+        return _ASYNC
+
+    def _do_STARTTLS(self, cmd: Command) -> Any:  # noqa: N802
+        s = self.session
+        assert s is not None
+        if self.factory.tls is None or s.tls:
+            raise Bad("STARTTLS not available")
+        self.send(cmd.tag.encode("latin-1") + b" OK Begin TLS negotiation now\r\n")
+        self._buf.clear()  # RFC 3501 §6.2.1: nothing sent before the handshake is a command
+        self._reset_command()
+        self.transport.startTLS(self.factory.tls)
+        s.tls = True
+        COMMANDS.labels("STARTTLS", "ok").inc()
+        return _ASYNC
+
+    def _require_tls(self) -> None:
+        s = self.session
+        assert s is not None
+        if self.factory.tls is not None and not s.tls:
+            raise No("Use STARTTLS first", "PRIVACYREQUIRED")
+
+    def _do_LOGIN(self, cmd: Login) -> Any:  # noqa: N802
+        self._require_tls()
+        return self._login(cmd.user, cmd.password)
+
+    def _login(self, user: str, password: str) -> Any:
+        s = self.session
+        assert s is not None
+
+        def done(_: str) -> str:
+            self.setTimeout(self.limits.autologout_seconds)
+            return "[CAPABILITY " + " ".join(self._capabilities()) + "] Logged in"
+
+        return ops_auth.login(s, user, password, self.close_session).addCallback(done)
+
+    def _do_AUTHENTICATE(self, cmd: Authenticate) -> Any:  # noqa: N802
+        self._require_tls()
+        if cmd.mechanism != "PLAIN":
+            raise No("Unsupported mechanism", "CANNOT")
+        if cmd.initial is not None:
+            return self._plain(cmd.initial)
+        self._mode = "authenticate"
+        self._pending = cmd
+        self.send(b"+ \r\n")
+        return _ASYNC
+
+    def _plain(self, data: bytes) -> Any:
+        user, password = ops_auth.plain_credentials(data)
+        return self._login(user, password)
+
+    def _auth_line(self, line: bytes) -> None:
+        cmd = self._pending
+        self._mode = "command"
+        self._pending = None
+        started = time.perf_counter()
+        text = line.rstrip(b"\r\n")
+        if text == b"*":
+            self._finish(cmd, started, Failure(Bad("Authentication cancelled")))
+            return
+        try:
+            data = base64.b64decode(text, validate=True)
+            result = self._plain(data)
+        except ValueError:
+            self._finish(cmd, started, Failure(Bad("Invalid base64")))
+            return
+        except ImapError as exc:
+            self._finish(cmd, started, Failure(exc))
+            return
+        self._busy = True
+        result.addBoth(lambda r: self._finish(cmd, started, r))
+
+    def _do_IDLE(self, cmd: Command) -> Any:  # noqa: N802
+        """RFC 2177: report changes as they happen until DONE."""
+        self._mode = "idle"
+        self._pending = cmd
+        IDLE_SESSIONS.inc()
+        self.send(b"+ idling\r\n")
+        s = self.session
+        assert s is not None
+        try:
+            s.refresh(expunge=True)
+        except Bye as exc:
+            self.send(reply_for(b"*", exc))
+            self.transport.loseConnection()
+        return _ASYNC
+
+    def _idle_line(self, line: bytes) -> None:
+        cmd = self._pending
+        self._mode = "command"
+        self._pending = None
+        IDLE_SESSIONS.dec()
+        tag = cmd.tag.encode("latin-1")
+        if line.rstrip(b"\r\n").upper() != b"DONE":
+            self.send(tag + b" BAD Expected DONE\r\n")
+            return
+        self._finish(cmd, time.perf_counter(), "IDLE terminated")
+
+    def _do_COMPRESS(self, cmd: Any) -> Any:  # noqa: N802
+        """RFC 4978: raw DEFLATE both ways after the tagged OK."""
+        if cmd.mechanism != "DEFLATE":
+            raise Bad("Unknown compression mechanism")
+        if self._deflate is not None:
+            raise No("Compression is already active", "COMPRESSIONACTIVE")
+        self.send(cmd.tag.encode("latin-1") + b" OK DEFLATE active\r\n")
+        COMMANDS.labels("COMPRESS", "ok").inc()
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+        if self._buf:
+            pending = bytes(self._buf)
+            self._buf.clear()
+            self._buf += self._inflate.decompress(pending)
+        return _ASYNC
+
+
+_ASYNC = object()  # the command wrote its own tagged reply
+
+
+class IMAPFactory(protocol.Factory):
+    """Builds IMAPServer connections; counts connections per client address."""
+
+    noisy = False
+
+    def __init__(self, services: Any, limits: ImapLimits, tls: Any = None, implicit_tls: bool = False) -> None:
+        self.services = services
+        self.limits = limits
+        self.tls = None if implicit_tls else tls
+        self.implicit_tls = implicit_tls
+        self._per_client: dict[str, int] = {}
+
+    def buildProtocol(self, addr: Any) -> IMAPServer:  # noqa: N802
+        return IMAPServer(self)
+
+    def admit(self, client: str) -> bool:
+        count = self._per_client.get(client, 0)
+        if count >= self.limits.max_connections_per_client:
+            return False
+        self._per_client[client] = count + 1
+        return True
+
+    def release(self, client: str) -> None:
+        count = self._per_client.get(client, 0) - 1
+        if count <= 0:
+            self._per_client.pop(client, None)
+        else:
+            self._per_client[client] = count

@@ -1,0 +1,235 @@
+"""Per-connection IMAP state: who is logged in and the selected mailbox's view.
+
+The store speaks UIDs; sequence numbers live here (RFC 3501 §2.3.1.2): the
+view keeps the ascending uid array the client knows. Changes made by other
+sessions are read from the store's change log since the last MODSEQ this
+session reported, and turned into EXISTS / FETCH / EXPUNGE (or VANISHED
+under QRESYNC) only when :meth:`Session.refresh` is allowed to (RFC 3501
+§7.4.1: no EXPUNGE during FETCH, STORE or SEARCH by sequence number).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+
+from ...storage import UserView, UserWrite
+from ...storage import mail
+from . import render
+from .errors import Bad, Bye
+from .grammar import SeqSet
+
+
+@dataclass
+class SelectedMailbox:
+    """What the client knows of its selected mailbox."""
+
+    id: int
+    name: str
+    uidvalidity: int
+    readonly: bool
+    uids: array = field(default_factory=lambda: array("I"))
+    modseq: int = 0  # changes up to here have been reported
+    uidnext: int = 1
+    recent: set[int] = field(default_factory=set)
+    pending_expunge: set[int] = field(default_factory=set)
+    own: set[tuple[int, int]] = field(default_factory=set)  # (uid, modseq) this session reported itself
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, sequence: SeqSet, uid: bool) -> list[int]:
+        """The uids a sequence set names (RFC 3501 §9 ``sequence-set``); ascending, unique."""
+        uids = self.uids
+        out: set[int] = set()
+        if uid:
+            largest = uids[-1] if uids else 0
+            for a, b in sequence:
+                lo = largest if a is None else a
+                hi = largest if b is None else b
+                if lo > hi:
+                    lo, hi = hi, lo
+                out.update(uids[bisect_left(uids, lo) : bisect_right(uids, hi)])
+            return sorted(out)
+        count = len(uids)
+        for a, b in sequence:
+            lo = count if a is None else a
+            hi = count if b is None else b
+            if lo > hi:
+                lo, hi = hi, lo
+            if hi > count or lo < 1:
+                raise Bad("Invalid message sequence number")
+            out.update(uids[lo - 1 : hi])
+        return sorted(out)
+
+
+class Session:
+    """The state of one IMAP connection above the wire."""
+
+    def __init__(self, services: Any, send: Callable[[bytes], None], *, client_address: str = "",
+                 tls: bool = False, limits: Any = None) -> None:
+        self.services = services
+        self.send = send
+        self.client_address = client_address
+        self.tls = tls
+        self.limits = limits
+        self.account_id: bytes | None = None
+        self.address: str | None = None
+        self.selected: SelectedMailbox | None = None
+        self.enabled: set[str] = set()
+        self.condstore = False  # CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), FETCH MODSEQ, ...)
+        self.idling = False
+        self.client_id: dict[str, str | None] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._unregister: Callable[[], None] | None = None
+        self.on_change: Callable[[], None] | None = None
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def authenticated(self) -> bool:
+        return self.account_id is not None
+
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    def logged_in(self, account_id: bytes, address: str, close: Callable[[], None]) -> None:
+        self.account_id = account_id
+        self.address = address
+        self._unregister = self.services.sessions.add(account_id, close)
+        notifier = getattr(self.services, "notifier", None)
+        if notifier is not None:
+            self._unsubscribe = notifier.subscribe(account_id, self._changed)
+
+    def close(self) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._unregister:
+            self._unregister()
+            self._unregister = None
+
+    def _changed(self, mailbox_ids: frozenset[int]) -> None:
+        if self.selected is not None and self.selected.id in mailbox_ids and self.on_change is not None:
+            self.on_change()
+
+    # -- store access --------------------------------------------------------
+
+    def read(self) -> Any:
+        return self.services.store.read()
+
+    def user(self, txn: Any) -> UserView:
+        assert self.account_id is not None
+        return txn.user(self.account_id)
+
+    def write(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run ``fn(user, txn, *args)`` in a write transaction on the writer thread."""
+        store = self.services.store
+        account_id = self.account_id
+
+        def run() -> Any:
+            with store.write() as txn:
+                user: UserWrite = txn.user(account_id)
+                return fn(user, txn, *args)
+
+        return self.services.writer.run(run)
+
+    def notify(self, txn: Any, mailbox_ids: Iterable[int]) -> None:
+        """Tell other sessions (after commit) that these mailboxes changed."""
+        notifier = getattr(self.services, "notifier", None)
+        if notifier is not None and self.account_id is not None:
+            notifier.after_commit(txn, self.account_id, mailbox_ids)
+
+    # -- the selected mailbox ------------------------------------------------
+
+    def require_selected(self) -> SelectedMailbox:
+        if self.selected is None:
+            raise Bad("No mailbox selected")
+        return self.selected
+
+    def refresh(self, *, expunge: bool) -> None:
+        """Report other sessions' changes to the selected mailbox (RFC 3501 §5.2, §7.3.1, §7.4.1)."""
+        view = self.selected
+        if view is None:
+            return
+        with self.read() as txn:
+            user = self.user(txn)
+            mailbox = mail.get_mailbox(user, view.id)
+            if mailbox is None or mailbox.noselect or mailbox.uidvalidity != view.uidvalidity:
+                self.selected = None
+                raise Bye("Selected mailbox was deleted")
+            if mailbox.highestmodseq <= view.modseq and not (expunge and view.pending_expunge):
+                return
+            changes = mail.changes_since(user, view.id, view.modseq)
+            new: list[int] = []
+            flagged: list[int] = []
+            for change in changes:
+                if change.expunged:
+                    if view.seq_of(change.uid) is not None:
+                        view.pending_expunge.add(change.uid)
+                elif change.uid >= view.uidnext:
+                    new.append(change.uid)
+                elif (change.uid, change.modseq) not in view.own and change.uid not in view.pending_expunge:
+                    flagged.append(change.uid)
+            entries = mail.index_entries(user, view.id, flagged) if flagged else {}
+            table = mail.keywords(user) if entries else []
+        view.own.clear()
+        if expunge and view.pending_expunge:
+            self.announce_expunged(sorted(view.pending_expunge))
+            view.pending_expunge.clear()
+        if new:
+            new.sort()
+            view.uids.extend(u for u in new if u >= view.uidnext)
+            view.uidnext = new[-1] + 1
+            self.send(b"* %d EXISTS\r\n" % len(view.uids))
+            self.send(b"* %d RECENT\r\n" % len(view.recent))
+        for uid in sorted(entries):
+            seq = view.seq_of(uid)
+            if seq is None:
+                continue
+            entry = entries[uid]
+            self.send(self.flags_response(seq, entry, table, with_uid=self.condstore or self.qresync))
+        view.modseq = max(view.modseq, mailbox.highestmodseq)
+
+    def flags_response(self, seq: int, entry: mail.IndexEntry, table: list[str], *, with_uid: bool) -> bytes:
+        view = self.selected
+        flags = mail.mask_to_flags(entry.flags, table)
+        if view is not None and entry.uid in view.recent:
+            flags.append("\\Recent")
+        parts = [b"FLAGS (" + " ".join(flags).encode("utf-8") + b")"]
+        if with_uid:
+            parts.append(b"UID %d" % entry.uid)
+        if self.condstore:
+            parts.append(b"MODSEQ (%d)" % entry.modseq)
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+
+    def announce_expunged(self, uids: list[int]) -> None:
+        """Drop ``uids`` from the view: EXPUNGE per message, or one VANISHED under QRESYNC (RFC 7162 §3.2.10)."""
+        view = self.selected
+        assert view is not None
+        if self.qresync:
+            present = [u for u in uids if view.seq_of(u) is not None]
+            if present:
+                self.send(b"* VANISHED " + render.sequence_set(present) + b"\r\n")
+            for uid in present:
+                del view.uids[view.seq_of(uid) - 1]  # type: ignore[operator]
+                view.recent.discard(uid)
+            return
+        for uid in sorted(uids, reverse=True):
+            seq = view.seq_of(uid)
+            if seq is None:
+                continue
+            del view.uids[seq - 1]
+            view.recent.discard(uid)
+            self.send(b"* %d EXPUNGE\r\n" % seq)

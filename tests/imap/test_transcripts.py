@@ -1,0 +1,76 @@
+"""Transcript tests: client lines in, exact server lines out (in process, no sockets)."""
+
+from __future__ import annotations
+
+from imap_helpers import Conn, message
+
+
+def test_greeting_and_capability_before_login(services):
+    """The greeting carries the capabilities; AUTH=PLAIN is offered on TLS."""
+    c = Conn(services)
+    assert c.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    assert b"AUTH=PLAIN" in c.greeting
+    reply = c.cmd("a CAPABILITY")
+    assert reply[0].startswith("* CAPABILITY IMAP4rev1") and reply[1] == "a OK CAPABILITY completed"
+
+
+def test_login_wrong_password(services):
+    """A wrong password is NO [AUTHENTICATIONFAILED] and the session stays unauthenticated."""
+    c = Conn(services)
+    assert c.cmd("a LOGIN alice@school.example wrong") == ["a NO [AUTHENTICATIONFAILED] Authentication failed"]
+    assert c.cmd("b SELECT INBOX") == ["b BAD Not authenticated"]
+
+
+def test_authenticate_plain_with_continuation(services):
+    """AUTHENTICATE PLAIN without initial response asks with '+' and accepts the base64 answer."""
+    import base64
+
+    c = Conn(services)
+    assert c.cmd("a AUTHENTICATE PLAIN") == ["+ "]
+    token = base64.b64encode(b"\0alice@school.example\0correct horse battery").decode()
+    reply = c.cmd(token)
+    assert reply[-1].startswith("a OK [CAPABILITY ")
+
+
+def test_sasl_ir(services):
+    """AUTHENTICATE PLAIN with an initial response (RFC 4959) logs in in one round trip."""
+    import base64
+
+    c = Conn(services)
+    token = base64.b64encode(b"\0alice@school.example\0correct horse battery").decode()
+    assert c.cmd(f"a AUTHENTICATE PLAIN {token}")[-1].startswith("a OK")
+
+
+def test_select_reports_state(conn, delivery, alice):
+    """SELECT reports FLAGS, EXISTS, RECENT, UNSEEN, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, READ-WRITE."""
+    delivery.deliver(alice, message("one"))
+    delivery.deliver(alice, message("two"), flags=["\\Seen"])
+    reply = conn.cmd("s SELECT INBOX")
+    assert "* 2 EXISTS" in reply and "* 2 RECENT" in reply
+    assert "* OK [UNSEEN 1] First unseen" in reply
+    assert any(line.startswith("* OK [UIDVALIDITY ") for line in reply)
+    assert "* OK [UIDNEXT 3] Predicted next UID" in reply
+    assert reply[-1] == "s OK [READ-WRITE] SELECT completed"
+    again = Conn(conn.factory.services)
+    again.login()
+    assert "* 0 RECENT" in again.cmd("t EXAMINE INBOX")
+
+
+def test_unknown_mailbox_codes(conn):
+    """Unknown mailboxes: SELECT NO [NONEXISTENT], APPEND/COPY NO [TRYCREATE]."""
+    assert conn.cmd("a SELECT Nope") == ["a NO [NONEXISTENT] Mailbox does not exist"]
+    out = conn.send(b"b APPEND Nope {5}\r\n")
+    assert out == b"+ Ready for literal data\r\n"
+    assert conn.send(b"hello\r\n") == b"b NO [TRYCREATE] Mailbox does not exist\r\n"
+    assert conn.cmd('c CREATE INBOX') == ["c NO [ALREADYEXISTS] INBOX exists already"]
+
+
+def test_fetch_sets_seen_and_peek_does_not(conn, delivery, alice):
+    """BODY[] sets \\Seen (and reports FLAGS); BODY.PEEK[] does not."""
+    delivery.deliver(alice, message("hi"))
+    conn.cmd("s SELECT INBOX")
+    peek = conn.cmd("a FETCH 1 (BODY.PEEK[TEXT])")
+    assert "FLAGS" not in "".join(peek)
+    out = conn.cmd("b FETCH 1 (BODY[TEXT])")
+    assert out[0] == "* 1 FETCH (BODY[TEXT] {11}" and out[1:3] == ["Hi there.", " FLAGS (\\Seen \\Recent))"]
+    assert conn.cmd("c FETCH 1 FLAGS")[0] == "* 1 FETCH (FLAGS (\\Seen \\Recent))"
