@@ -62,6 +62,7 @@ HTTP_MOUNTS: dict[bytes, Callable[[ServerContext], resource.IResource]] = {}
 #: and HTTP applications (HTTP_MOUNTS). Add a module here when it lands.
 PROTOCOL_MODULES: tuple[str, ...] = ("schoolsuite.protocols.dav",)
 PROTOCOL_MODULES += ("schoolsuite.protocols.http.admin", "schoolsuite.protocols.http.autoconfig")  # issue 7
+PROTOCOL_MODULES += ("schoolsuite.protocols.webdav",)  # issue 6: /files/
 
 PROTOCOL_MODULES += ("schoolsuite.protocols.smtp",)  # issue 4: submission, submissions, mx
 PROTOCOL_MODULES += ("schoolsuite.protocols.imap",)  # issue 3: imap, imaps

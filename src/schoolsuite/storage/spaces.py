@@ -29,3 +29,10 @@ SPACE_DAV_TOMB = 0x24  # H(path) + H(href) -> seq of the deletion
 
 # Outbound queue and mail transport (storage/queue.py).
 SPACE_QUEUE = 0x40  # queue id -> queued message entry (envelope, recipients, schedule)
+
+# Files (storage/files.py).
+SPACE_FILE_ENTRY = 0x30  # parent id + H(name) -> entry (name, kind, content id, size, times)
+SPACE_FILE_NODE = 0x31  # entry id -> parent id + H(name)
+SPACE_FILE_PROP = 0x32  # entry id + H(property name) -> dead property
+SPACE_FILE_LOCK = 0x33  # H(lock token) -> lock
+SPACE_FILE_META = 0x34  # "root" -> root entry; "usage" -> bytes used by files

@@ -1,0 +1,70 @@
+"""WebDAV file space under ``/files/`` (issue 6): WsgiDAV over the sealed store.
+
+Importing this module registers the ``/files/`` mount (server.HTTP_MOUNTS)
+and the empty file space every new account gets (ACCOUNT_INITIALIZERS).
+
+Modules: ``paths`` (grammar of paths and Destination), ``gate`` (auth,
+quota and size from the headers), ``provider`` (the tree, content in and
+out), ``locks`` and ``props`` (class 2 locks and dead properties in the
+store), ``app`` (WsgiDAV assembly, error mapping, the Twisted resource),
+``metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...services.accounts import ACCOUNT_INITIALIZERS
+from ...storage import files
+from ...storage.accounts import Account
+from ...storage.store import WriteTxn
+
+#: Defaults when the config has no [webdav] section.
+DEFAULT_MAX_UPLOAD = 10 << 30
+#: WsgiDAV's read/write block size (measured: see benchmarks/webdav_vs_wsgidav.py).
+DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_THREADS = 16
+DEFAULT_AUTH_CACHE_SECONDS = 60.0
+
+
+def init_file_space(txn: WriteTxn, account: Account) -> None:
+    """Every new account starts with an empty file space."""
+    files.init_space(txn.user(account.id))
+
+
+if init_file_space not in ACCOUNT_INITIALIZERS:
+    ACCOUNT_INITIALIZERS.append(init_file_space)
+
+
+def settings(config: Any) -> dict[str, Any]:
+    section = getattr(config, "webdav", None)
+    return {
+        "max_upload": getattr(section, "max_upload_size", DEFAULT_MAX_UPLOAD),
+        "block_size": getattr(section, "block_size", DEFAULT_BLOCK_SIZE),
+        "threads": getattr(section, "threads", DEFAULT_THREADS),
+        "auth_cache_seconds": getattr(section, "auth_cache_seconds", DEFAULT_AUTH_CACHE_SECONDS),
+    }
+
+
+def build_files(ctx: Any) -> Any:
+    """The ``/files/`` resource for the HTTPS site."""
+    from .app import FilesApp, FilesResource
+    from .gate import FilesGate
+    from .metrics import STORED_BYTES
+
+    opts = settings(ctx.config)
+    services = ctx.services
+    gate = FilesGate(services, opts["max_upload"], opts["auth_cache_seconds"])
+    app = FilesApp(services.store, opts["block_size"])
+    with services.store.read() as txn:
+        STORED_BYTES.set(files.total_usage(txn))
+    return FilesResource(ctx.reactor, app, gate, opts["threads"])
+
+
+def _register() -> None:
+    from ... import server
+
+    server.HTTP_MOUNTS[b"files"] = build_files
+
+
+_register()

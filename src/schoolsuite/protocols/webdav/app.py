@@ -1,0 +1,282 @@
+"""WsgiDAV assembled over our provider, lock storage, property manager and domain controller.
+
+Request flow: the site's body gate (gate.py) authenticates and checks quota
+from the headers; :class:`FilesResource` runs :class:`FilesApp` in a thread
+pool of its own (never the reactor's, which checks passwords); FilesApp
+re-checks the path and ``Destination`` grammar (paths.py), builds a clean
+``PATH_INFO``, binds the account for the lock storage, and calls WsgiDAV.
+Every failure becomes a status line and a short text in one place
+(:class:`ErrorMapper`); a server fault is logged with an incident id, and no
+path or traceback reaches the client.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web import server
+from twisted.web.wsgi import WSGIResource, _WSGIResponse
+from wsgidav.dav_error import DAVError, get_http_status_string
+from wsgidav.dc.base_dc import BaseDomainController
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.lock_man.lock_manager import LockManager
+from wsgidav.mw.base_mw import BaseMiddleware
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.util import get_rfc1123_time, parse_time_string
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from . import locks, metrics
+from .gate import REALM, FilesContext
+from .paths import PathError, parse_destination, parse_request_path
+from .props import StorePropertyManager
+from .provider import FileSpaceProvider
+
+log = Logger(namespace="schoolsuite.webdav")
+
+#: environ key that WsgiDAV's HTTPAuthenticator trusts as the user name. Only
+#: FilesApp sets it (a client header would arrive as ``HTTP_...``).
+TRUSTED_USER = "schoolsuite.user"
+ANONYMOUS_ALLOW = "OPTIONS, GET, HEAD, PROPFIND, PROPPATCH, PUT, DELETE, MKCOL, COPY, MOVE, LOCK, UNLOCK"
+
+
+class GateDomainController(BaseDomainController):
+    """Authentication already happened in the body gate; WsgiDAV never checks a password itself."""
+
+    def get_domain_realm(self, path_info: str, environ: dict[str, Any]) -> str:
+        return REALM
+
+    def require_authentication(self, realm: str, environ: dict[str, Any]) -> bool:
+        return True
+
+    def basic_auth_user(self, realm: str, user_name: str, password: str, environ: dict[str, Any]) -> bool:
+        return False
+
+    def supports_http_digest_auth(self) -> bool:
+        return False
+
+
+class ErrorMapper(BaseMiddleware):
+    """Every error of WsgiDAV or of ours → one short answer (the one place errors are mapped)."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        started = False
+
+        def tracking_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal started
+            started = True
+            return start_response(status, headers, exc_info)
+
+        try:
+            result = self.next_app(environ, tracking_start)
+            try:
+                yield from result
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            return
+        except DAVError as e:
+            if started:
+                raise
+            status = get_http_status_string(e)
+            code = e.value
+            if code >= 500:
+                incident = _incident()
+                log.error("webdav fault {incident}: {error!r}", incident=incident, error=e.src_exception or e)
+                body = f"server error; incident {incident}\n".encode()
+                ctype = "text/plain; charset=utf-8"
+            elif e.err_condition:
+                ctype, body = "application/xml; charset=utf-8", e.err_condition.as_string().encode()
+            else:
+                ctype, body = "text/plain; charset=utf-8", (status + "\n").encode()
+            if code in (204, 304):
+                body = b""
+            headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+            headers += list(e.add_headers or [])
+            start_response(status, headers)
+            yield body
+        except Exception:
+            if started:
+                raise
+            incident = _incident()
+            log.failure("webdav fault {incident}", incident=incident)
+            body = f"server error; incident {incident}\n".encode()
+            start_response("500 Internal Server Error",
+                           [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+            yield body
+
+
+def _incident() -> str:
+    return secrets.token_hex(6)
+
+
+def build_wsgidav(store: Any, block_size: int) -> WsgiDAVApp:
+    """WsgiDAV with our provider (share ``/``), lock storage, property manager and domain controller."""
+    provider = FileSpaceProvider(store, block_size)
+    config = {
+        "provider_mapping": {"/": provider},
+        "mount_path": "/files",
+        "verbose": 1,
+        "logging": {"enable": False},
+        "suppress_version_info": True,
+        "block_size": block_size,
+        "add_header_MS_Author_Via": True,  # Windows Explorer / Office (MS-Author-Via: DAV)
+        "honor_mtime_header": True,  # X-OC-Mtime from rclone and ownCloud-style clients
+        "property_manager": StorePropertyManager(store),
+        "lock_storage": locks.StoreLockStorage(),
+        "mutable_live_props": ["{DAV:}getlastmodified"],
+        "hotfixes": {"emulate_win32_lastmod": True, "re_encode_path_info": True, "unquote_path_info": False},
+        "http_authenticator": {
+            "domain_controller": GateDomainController,
+            "accept_basic": True,
+            "accept_digest": False,
+            "default_to_digest": False,
+            "trusted_auth_header": TRUSTED_USER,
+        },
+        "middleware_stack": [ErrorMapper, HTTPAuthenticator, RequestResolver],
+        "dir_browser": {"enable": False},
+        "cors": {"allow_origin": None},
+    }
+    app = WsgiDAVApp(config)
+    assert isinstance(provider.lock_manager, LockManager)
+    return app
+
+
+class FilesApp:
+    """The WSGI application under ``/files/`` (see module doc)."""
+
+    def __init__(self, store: Any, block_size: int) -> None:
+        self.store = store
+        self.dav = build_wsgidav(store, block_size)
+
+    def __call__(self, ctx: FilesContext | None, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
+        started = time.perf_counter()
+        status_box = ["000"]
+
+        def counting_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status_box[0] = status.split(" ", 1)[0]
+            headers = [(k, v) for k, v in headers if k.lower() != "server"]
+            return start_response(status, headers, exc_info)
+
+        def finished() -> None:
+            label = metrics.method_label(method)
+            metrics.REQUESTS.labels(label, status_box[0]).inc()
+            metrics.SECONDS.labels(label).observe(time.perf_counter() - started)
+            locks.bind(None, None)
+
+        try:
+            result = self._dispatch(ctx, environ, counting_start)
+        except BaseException:
+            finished()
+            raise
+        return _Closing(result, finished)
+
+    def _dispatch(self, ctx: FilesContext | None, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
+        if ctx is None:
+            if method == "OPTIONS":
+                return self._anonymous_options(start_response)
+            return _plain(start_response, "401 Unauthorized", "authentication required")
+        raw_uri = environ.get("REQUEST_URI", "").encode("latin-1")
+        try:
+            path = parse_request_path(raw_uri)
+            if path.owner is not None and path.owner.lower() != ctx.address:
+                return _plain(start_response, "403 Forbidden", "this is not your file space")
+            destination = environ.get("HTTP_DESTINATION")
+            if destination is not None:
+                dest = parse_destination(destination.encode("latin-1"),
+                                         environ.get("HTTP_HOST", "").encode("latin-1"))
+                if dest.owner is None or dest.owner.lower() != ctx.address:
+                    return _plain(start_response, "403 Forbidden", "the destination is not in your file space")
+                environ["HTTP_DESTINATION"] = dest.url()
+        except PathError as e:
+            status = "400 Bad Request" if e.status == 400 else "403 Forbidden"
+            return _plain(start_response, status, e.reason)
+        if path.owner is not None:
+            path = type(path)(ctx.address, path.names, path.trailing_slash)
+        environ["SCRIPT_NAME"] = "/files"
+        environ["PATH_INFO"] = path.wsgi_path()
+        environ["schoolsuite.files"] = ctx
+        environ[TRUSTED_USER] = ctx.address
+        environ.pop("HTTP_TRANSFER_ENCODING", None)  # the site already removed the chunked framing
+        _fix_if_modified_since(environ)
+        locks.bind(self.store, ctx.account_id)
+        return self.dav(environ, start_response)
+
+    @staticmethod
+    def _anonymous_options(start_response: Any) -> list[bytes]:
+        """RFC 4918 §10.1 / §18: the capabilities, for clients that ask before they log in."""
+        start_response("200 OK", [("DAV", "1, 2"), ("MS-Author-Via", "DAV"), ("Allow", ANONYMOUS_ALLOW),
+                                  ("Content-Length", "0")])
+        return [b""]
+
+
+def _fix_if_modified_since(environ: dict[str, Any]) -> None:
+    """RFC 9110 §13.1.3: 304 when the resource was modified *at or before* the date.
+
+    WsgiDAV answers 304 only when strictly before; our Last-Modified has whole
+    seconds, so moving the client's date one second on gives the RFC's rule.
+    """
+    value = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if not value:
+        return
+    stamp = parse_time_string(value)
+    if stamp is None:
+        del environ["HTTP_IF_MODIFIED_SINCE"]  # an invalid date is ignored (RFC 9110 §13.1.3)
+        return
+    environ["HTTP_IF_MODIFIED_SINCE"] = get_rfc1123_time(stamp + 1)
+
+
+def _plain(start_response: Any, status: str, text: str) -> list[bytes]:
+    body = (text + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _Closing:
+    """The response iterable, with a callback when the server closes it (PEP 3333)."""
+
+    def __init__(self, inner: Iterable[bytes], on_close: Any) -> None:
+        self._inner = inner
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._inner, "close"):
+                self._inner.close()
+        finally:
+            self._on_close()
+
+
+class FilesResource(WSGIResource):
+    """``/files/``: FilesApp in its own thread pool, with the body gate for the site."""
+
+    def __init__(self, reactor: Any, app: FilesApp, gate: Any, threads: int) -> None:
+        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="webdav")
+        self._pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        super().__init__(reactor, self._pool, app)
+        self.files_app = app
+        self.body_gate = gate
+
+    def render(self, request: server.Request) -> Any:
+        ctx = getattr(request, "body_context", {}).get("files")
+        app = self.files_app
+        raw_uri = request.uri.decode("latin-1")
+
+        def bound(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            environ["REQUEST_URI"] = raw_uri  # the path as sent, for paths.py
+            return app(ctx, environ, start_response)
+
+        # Twisted's own WSGIResource.render, with the request's authenticated user bound in.
+        response = _WSGIResponse(self._reactor, self._threadpool, bound, request)
+        response.start()
+        return server.NOT_DONE_YET

@@ -1,0 +1,517 @@
+"""The WsgiDAV provider over the sealed store: ``/files/ADDRESS/...`` is one account's tree.
+
+WsgiDAV runs each request in a worker thread; the provider reads with short
+read transactions and writes with its own write transactions there (LMDB
+serialises writers; the reactor never waits for them). The authenticated
+user comes from ``environ["schoolsuite.files"]`` (set by app.py from the
+body gate), never from the URL: a path naming another home resolves to
+nothing.
+
+RFC 4918 semantics that WsgiDAV leaves to providers live here:
+MOVE re-links one entry (§9.9; content and dead properties follow), COPY
+shares content by reference (§9.8), DELETE removes a subtree in one
+transaction (§9.6.1), and collections report RFC 4331 quota.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import mimetypes
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+from wsgidav import util
+from wsgidav.dav_error import (
+    HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INSUFFICIENT_STORAGE, HTTP_NOT_FOUND, DAVError)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from ...storage import Conflict, NotFound, StoreFullError
+from ...storage import accounts as directory
+from ...storage import files
+from ...storage.content import ContentInfo, ContentWriter, put_content, stream_content
+from ...storage.files import Entry
+from . import metrics
+from .gate import FilesContext
+
+#: Names that macOS Finder writes beside every file (AppleDouble, folder view
+#: settings): stored and readable by name, but left out of listings.
+HIDDEN_PATTERNS = ("._*", ".DS_Store")
+#: Uploads up to this size are sealed in the final transaction alone.
+SMALL_UPLOAD = 256 * 1024
+
+
+def is_hidden(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in HIDDEN_PATTERNS)
+
+
+def context(environ: dict[str, Any]) -> FilesContext:
+    ctx = environ.get("schoolsuite.files")
+    if ctx is None:
+        raise DAVError(HTTP_FORBIDDEN)
+    return ctx
+
+
+class FileSpaceProvider(DAVProvider):
+    """Resolves ``/ADDRESS/names...`` to resources of the authenticated account."""
+
+    def __init__(self, store: Any, block_size: int) -> None:
+        super().__init__()
+        self.store = store
+        self.block_size = block_size
+
+    def is_readonly(self) -> bool:
+        return False
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
+        ctx = context(environ)
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return TopCollection(path or "/", environ)
+        if parts[0] != ctx.address:
+            return None
+        names = [files.normalize_name(n) for n in parts[1:]]
+        with self.store.read() as txn:
+            user = txn.user(ctx.account_id)
+            entry = files.lookup(user, names)
+            missing_space = entry is None and files.root(user) is None
+        if missing_space:
+            # An account made without the protocol modules loaded (e.g. an older CLI) gets its space now.
+            with self.store.write() as txn:
+                files.init_space(txn.user(ctx.account_id))
+            return self.get_resource_inst(path, environ)
+        if entry is None:
+            return None
+        return make_resource(path, entry, environ)
+
+    def quota(self, ctx: FilesContext) -> tuple[int, int | None]:
+        """(bytes used, quota or None) of the account."""
+        with self.store.read() as txn:
+            used = files.usage(txn.user(ctx.account_id))
+            account = directory.get_account(txn, ctx.account_id)
+        return used, (account.quota if account is not None else None)
+
+
+#: RFC 3986 §3.3 pchar: these need no escaping in an href ("@" of the address included).
+_HREF_SAFE = "/!*'(),$-_|.@:+=;&~"
+
+
+def href(res: Any) -> str:
+    """RFC 4918 §8.3: the path-absolute href of a resource, escaped no more than needed."""
+    return quote(res.provider.mount_path + res.provider.share_path + res.get_preferred_path(), safe=_HREF_SAFE)
+
+
+def make_resource(path: str, entry: Entry, environ: dict[str, Any]) -> Any:
+    cls = Folder if entry.is_dir else File
+    res = cls(path, entry, environ)
+    environ.setdefault("schoolsuite.entries", {})[res.get_ref_url()] = entry.id
+    return res
+
+
+class TopCollection(DAVCollection):
+    """``/files/``: a read-only collection whose one member is the user's home."""
+
+    def __init__(self, path: str, environ: dict[str, Any]) -> None:
+        super().__init__(path, environ)
+        self._ctx = context(environ)
+
+    def get_member_names(self) -> list[str]:
+        return [self._ctx.address]
+
+    def get_member(self, name: str) -> Any:
+        return self.provider.get_resource_inst(util.join_uri(self.path, name), self.environ)
+
+    def get_display_name(self) -> str:
+        return "files"
+
+    def get_href(self) -> str:
+        return href(self)
+
+    def prevent_locking(self) -> bool:
+        return True
+
+
+class _Entry:
+    """What files and folders share."""
+
+    entry: Entry
+    provider: FileSpaceProvider
+    environ: dict[str, Any]
+    path: str
+
+    def _ctx(self) -> FilesContext:
+        return context(self.environ)
+
+    def get_href(self) -> str:
+        return href(self)
+
+    def _write(self) -> Any:
+        return self.provider.store.write()
+
+    def get_creation_date(self) -> float:
+        return self.entry.created
+
+    def get_last_modified(self) -> float:
+        return float(int(self.entry.modified))  # HTTP dates have whole seconds (RFC 9110 §5.6.7)
+
+    def get_display_name(self) -> str:
+        return self.entry.name or self._ctx().address
+
+    def _current(self, user: Any) -> Entry:
+        """The entry as it is in this transaction (it may have changed since resolved)."""
+        names = [files.normalize_name(n) for n in self.path.split("/")[2:] if n]
+        entry = files.lookup(user, names)
+        if entry is None or entry.id != self.entry.id:
+            raise DAVError(HTTP_NOT_FOUND)
+        return entry
+
+    def _dest(self, user: Any, dest_path: str) -> tuple[Entry, str]:
+        """(parent entry, name) of a destination path in the user's home."""
+        parts = [p for p in dest_path.split("/") if p]
+        if len(parts) < 2 or parts[0] != self._ctx().address:
+            raise DAVError(HTTP_FORBIDDEN)
+        parent = files.lookup(user, [files.normalize_name(n) for n in parts[1:-1]])
+        if parent is None or not parent.is_dir:
+            raise DAVError(HTTP_CONFLICT)
+        return parent, files.normalize_name(parts[-1])
+
+    def delete(self) -> list[Any]:
+        """RFC 4918 §9.6: remove the entry and everything below it, in one transaction."""
+        ctx = self._ctx()
+        with self._write() as txn:
+            user = txn.user(ctx.account_id)
+            entry = self._current(user)
+            if entry.id == files.ROOT_ID:
+                raise DAVError(HTTP_FORBIDDEN)
+            freed = entry.size if not entry.is_dir else sum(e.size for _, e in files.descendants(user, entry))
+            files.delete_tree(user, entry)
+        metrics.STORED_BYTES.dec(freed)
+        self.remove_all_locks(recursive=True)  # type: ignore[attr-defined]
+        return []
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        """RFC 4918 §9.8/§9.9 for one resource: content and dead properties go along, content by reference."""
+        ctx = self._ctx()
+        added = 0
+        try:
+            with self._write() as txn:
+                user = txn.user(ctx.account_id)
+                entry = self._current(user)
+                parent, name = self._dest(user, dest_path)
+                if is_move:
+                    files.move(user, entry, parent, name)
+                else:
+                    old = files.child(user, parent, name)
+                    files.copy_entry(user, entry, parent, name)
+                    added = entry.size - (old.size if old is not None else 0)
+        except Conflict:
+            raise DAVError(HTTP_CONFLICT) from None
+        metrics.STORED_BYTES.inc(added)
+
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        """``X-OC-Mtime`` (rclone, ownCloud clients) or Win32LastModifiedTime: keep the client's time."""
+        try:
+            stamp = float(time_stamp) if not isinstance(time_stamp, str) or time_stamp.isdigit() \
+                else util.parse_time_string(time_stamp)
+        except (TypeError, ValueError):
+            raise DAVError(HTTP_CONFLICT) from None
+        if stamp is None:
+            raise DAVError(HTTP_CONFLICT)
+        if dry_run:
+            return True
+        ctx = self._ctx()
+        with self._write() as txn:
+            user = txn.user(ctx.account_id)
+            self.entry = files.set_modified(user, self._current(user), float(stamp))
+        return True
+
+
+class Folder(_Entry, DAVCollection):
+    """A collection of the user's tree."""
+
+    def __init__(self, path: str, entry: Entry, environ: dict[str, Any]) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self.entry = entry
+
+    def _members(self) -> list[Entry]:
+        ctx = self._ctx()
+        with self.provider.store.read() as txn:
+            members = list(files.children(txn.user(ctx.account_id), self.entry))
+        if self.environ.get("REQUEST_METHOD") == "PROPFIND":
+            # macOS Finder's AppleDouble and .DS_Store files stay out of listings.
+            members = [m for m in members if not is_hidden(m.name)]
+        return sorted(members, key=lambda m: m.name)
+
+    def get_member_names(self) -> list[str]:
+        return [m.name for m in self._members()]
+
+    def get_member_list(self) -> list[Any]:
+        """One scan for all members (no lookup per name)."""
+        return [make_resource(util.join_uri(self.path, m.name), m, self.environ) for m in self._members()]
+
+    def get_member(self, name: str) -> Any:
+        ctx = self._ctx()
+        with self.provider.store.read() as txn:
+            entry = files.child(txn.user(ctx.account_id), self.entry, name)
+        return None if entry is None else make_resource(util.join_uri(self.path, entry.name), entry, self.environ)
+
+    # RFC 4331 §3, §4: quota of the whole account, reported on every collection.
+    def get_used_bytes(self) -> int:
+        return self.provider.quota(self._ctx())[0]
+
+    def get_available_bytes(self) -> int | None:
+        used, quota = self.provider.quota(self._ctx())
+        return None if quota is None else max(0, quota - used)
+
+    def create_empty_resource(self, name: str) -> Any:
+        """A new file: for PUT it appears when its content is committed; for LOCK at once (RFC 4918 §7.3)."""
+        name = files.normalize_name(name)
+        path = util.join_uri(self.path, name)
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            return File(path, None, self.environ, parent=self.entry, name=name)
+        ctx = self._ctx()
+        try:
+            with self._write() as txn:
+                entry, _ = files.put_file(txn.user(ctx.account_id), self.entry, name, None)
+        except Conflict:
+            raise DAVError(HTTP_CONFLICT) from None
+        return make_resource(path, entry, self.environ)
+
+    def create_collection(self, name: str) -> Any:
+        ctx = self._ctx()
+        try:
+            with self._write() as txn:
+                entry = files.make_collection(txn.user(ctx.account_id), self.entry, name)
+        except Conflict:
+            raise DAVError(HTTP_CONFLICT) from None
+        return make_resource(util.join_uri(self.path, entry.name), entry, self.environ)
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> list[Any]:
+        """RFC 4918 §9.9: a collection moves by re-linking its entry; members follow."""
+        self.copy_move_single(dest_path, is_move=True)
+        return []
+
+    def support_etag(self) -> bool:
+        return False
+
+
+class File(_Entry, DAVNonCollection):
+    """A file: sealed chunks, streamed in and out."""
+
+    def __init__(self, path: str, entry: Entry | None, environ: dict[str, Any], *,
+                 parent: Entry | None = None, name: str = "") -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self.entry = entry  # type: ignore[assignment]
+        self._parent = parent
+        self._new_name = name
+        self._upload: Upload | None = None
+
+    def get_content_length(self) -> int:
+        return self.entry.size if self.entry else 0
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return True
+
+    def move_recursive(self, dest_path: str) -> list[Any]:
+        """RFC 4918 §9.9: a file moves by re-linking its entry; the content is not rewritten."""
+        self.copy_move_single(dest_path, is_move=True)
+        return []
+
+    def get_content_type(self) -> str:
+        if self.entry and self.entry.content_type:
+            return self.entry.content_type
+        guess, _ = mimetypes.guess_type(self.name)
+        return guess or "application/octet-stream"
+
+    def get_etag(self) -> str | None:
+        return self.entry.etag if self.entry else None
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_creation_date(self) -> float | None:  # type: ignore[override]
+        return self.entry.created if self.entry else None
+
+    def get_last_modified(self) -> float | None:  # type: ignore[override]
+        return float(int(self.entry.modified)) if self.entry else None
+
+    def get_content(self) -> "ContentReader":
+        ctx = self._ctx()
+        return ContentReader(self.provider.store, ctx.account_id, self.entry, self.provider.block_size)
+
+    def begin_write(self, *, content_type: str | None = None) -> "Upload":
+        ctx = self._ctx()
+        used, quota = self.provider.quota(ctx)
+        replaced = self.entry.size if self.entry else 0
+        room = None if quota is None else quota - used + replaced
+        self._upload = Upload(self, ctx, content_type or "", room)
+        return self._upload
+
+    def end_write(self, *, with_errors: bool) -> None:
+        if with_errors and self._upload is not None:
+            self._upload.abort()
+
+    def publish(self, content: ContentInfo | None, content_type: str) -> None:
+        """Link the uploaded content as this file (the old content loses its reference)."""
+        ctx = self._ctx()
+        with self._write() as txn:
+            user = txn.user(ctx.account_id)
+            if self.entry is None:
+                parent, name = self._dest(user, self.path)
+            else:
+                current = self._current(user)
+                parent_entry = self._parent_of(user, current)
+                parent, name = parent_entry, current.name
+            old = files.child(user, parent, name)
+            if self._upload is not None and self._upload.writer is not None:
+                content = self._upload.writer.commit(txn)
+            entry, _ = files.put_file(user, parent, name, content, content_type)
+        metrics.STORED_BYTES.inc(entry.size - (old.size if old else 0))
+        self.entry = entry
+
+    def _parent_of(self, user: Any, entry: Entry) -> Entry:
+        names = [files.normalize_name(n) for n in self.path.split("/")[2:-1] if n]
+        parent = files.lookup(user, names)
+        if parent is None or parent.id != entry.parent:
+            raise DAVError(HTTP_CONFLICT)
+        return parent
+
+
+class Upload:
+    """The file object WsgiDAV writes a PUT body into.
+
+    Small bodies are sealed in the final transaction; larger ones stream
+    through a :class:`ContentWriter` (batches committed as they fill), so
+    memory stays bounded. Exceeding the quota mid-way raises 507.
+    """
+
+    def __init__(self, target: File, ctx: FilesContext, content_type: str, room: int | None) -> None:
+        self.target = target
+        self.ctx = ctx
+        self.content_type = content_type
+        self.room = room
+        self.size = 0
+        self._small = bytearray()
+        self.writer: ContentWriter | None = None
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        metrics.BYTES.labels("in").inc(len(data))
+        if self.room is not None and self.size > self.room:
+            self.abort()
+            raise DAVError(HTTP_INSUFFICIENT_STORAGE)
+        if self.writer is None:
+            self._small += data
+            if len(self._small) > SMALL_UPLOAD:
+                self.writer = ContentWriter(self.target.provider.store, self.ctx.account_id)
+                self.writer.write(bytes(self._small))
+                self._small = bytearray()
+        else:
+            self.writer.write(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.writer is not None:
+                self.target.publish(None, self.content_type)
+            else:
+                self._publish_small()
+        except StoreFullError:
+            self.abort()
+            raise DAVError(HTTP_INSUFFICIENT_STORAGE) from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def _publish_small(self) -> None:
+        data = bytes(self._small)
+        self._small = bytearray()
+        target = self.target
+        ctx = self.ctx
+        with target.provider.store.write() as txn:
+            user = txn.user(ctx.account_id)
+            if target.entry is None:
+                parent, name = target._dest(user, target.path)
+            else:
+                current = target._current(user)
+                parent, name = target._parent_of(user, current), current.name
+            old = files.child(user, parent, name)
+            content = put_content(user, data) if data else None
+            entry, _ = files.put_file(user, parent, name, content, self.content_type)
+        metrics.STORED_BYTES.inc(entry.size - (old.size if old else 0))
+        target.entry = entry
+
+    def abort(self) -> None:
+        self._closed = True
+        self._small = bytearray()
+        if self.writer is not None:
+            try:
+                self.writer.abort()
+            except NotFound:
+                pass
+
+
+class ContentReader:
+    """A seekable read-only file over a file's sealed content (WsgiDAV seeks for Range requests)."""
+
+    def __init__(self, store: Any, account_id: bytes, entry: Entry, block_size: int) -> None:
+        self._store = store
+        self._account = account_id
+        self._content_id = entry.content_id
+        self._size = entry.size
+        self._pos = 0
+        self._pieces: Iterator[bytes] | None = None
+        self._buffer = b""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        self._pieces = None
+        self._buffer = b""
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if self._content_id is None or self._pos >= self._size:
+            return b""
+        if self._pieces is None:
+            self._pieces = stream_content(self._store, self._account, self._content_id, self._pos)
+        want = self._size - self._pos if size is None or size < 0 else min(size, self._size - self._pos)
+        out = [self._buffer] if self._buffer else []
+        got = len(self._buffer)
+        self._buffer = b""
+        while got < want:
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                break
+            out.append(piece)
+            got += len(piece)
+        data = b"".join(out)
+        if len(data) > want:
+            data, self._buffer = data[:want], data[want:]
+        self._pos += len(data)
+        metrics.BYTES.labels("out").inc(len(data))
+        return data
+
+    def close(self) -> None:
+        self._pieces = None
+        self._buffer = b""
