@@ -220,6 +220,7 @@ def build_server(config: Config, reactor: Any) -> Server:
     enabled = [(n, lst) for n, lst in config.listeners.items() if lst.enabled]
     tls = context_for(config) if any(lst.tls != "none" for _, lst in enabled) else None
     store = open_store(config)
+    services = None
     try:
         services = Services.build(config, store, reactor)
         server = Server(config, reactor, store, services)
@@ -228,6 +229,8 @@ def build_server(config: Config, reactor: Any) -> Server:
             if plan is not None:
                 server.planned.append(plan)
     except BaseException:
+        if services is not None:  # its writer thread would keep the process alive
+            services.writer.abandon()
         store.close()
         raise
     return server

@@ -50,6 +50,11 @@ class StoreWriter:
     def pending(self) -> int:
         return self._pending
 
+    def abandon(self) -> None:
+        """Stop the thread now, without the reactor (a server that failed before it started)."""
+        self._closed = True
+        self._pool.stop()
+
     def shutdown(self) -> defer.Deferred[None]:
         """Refuse new work, wait for the queued transactions, stop the thread."""
         self._closed = True
