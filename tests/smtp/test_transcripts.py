@@ -92,7 +92,9 @@ def test_submission_pipelined_transaction() -> None:
                                                           ("friend@elsewhere.example", None)]
     assert rcpts[0].notify == ("FAILURE", "DELAY") and rcpts[0].orcpt == "rfc822;bob@school.example"
     message = sub["message"]
-    assert message.startswith(b"Received: from client.example (authenticated sender) by mail.school.example")
+    assert message.replace(b"\r\n\t", b" ").startswith(
+        b"Received: from submission.invalid (authenticated sender) by mail.school.example")
+    assert b"client.example" not in message
     assert b"192.0.2.7" not in message
     assert b"\r\nDate: " in message and b"\r\nMessage-ID: <" in message
 

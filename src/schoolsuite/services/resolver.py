@@ -91,8 +91,8 @@ class MailDNS:
         answers = self._query(domain, "MX")
         if answers is None:
             return None
-        hosts = [MXHost(r.preference, r.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
-                 for r in answers]
+        hosts = [MXHost(r.preference, "." if r.exchange == dns.name.root  # type: ignore[attr-defined]
+                        else r.exchange.to_text(omit_final_dot=True)) for r in answers]  # type: ignore[attr-defined]
         return sorted(hosts, key=lambda h: h.preference)
 
     def addresses(self, host: str) -> list[str]:

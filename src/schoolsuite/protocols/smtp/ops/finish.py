@@ -89,10 +89,13 @@ def _with_protocol(session: Session, utf8: bool) -> str:
 
 def _received(session: Session, transaction: Transaction, ident: str, reveal: bool) -> str:
     # RFC 5321 §4.4: From-domain, By-domain, With, ID, For, date-time.
-    client = f"[{session.client_ip}]" if reveal else "authenticated sender" if session.principal else "unknown"
+    # Hidden: neither the address nor the client's own name (often a laptop's) leaves the school;
+    # "submission.invalid" keeps the field's From-domain syntax (RFC 2606 §2: .invalid is reserved).
+    helo = session.helo if reveal else "submission.invalid"
+    client = f"[{session.client_ip}]" if reveal else "authenticated sender"
     recipients = transaction.recipients
     for_clause = f" for <{recipients[0].address}>" if len(recipients) == 1 else ""
-    return (f"Received: from {session.helo} ({client}) by {session.settings.hostname} (schoolsuite) "
+    return (f"Received: from {helo} ({client}) by {session.settings.hostname} (schoolsuite) "
             f"with {_with_protocol(session, transaction.mail.smtputf8)} id {ident}{for_clause}; "
             f"{email.utils.formatdate(localtime=False)}")
 
