@@ -74,3 +74,19 @@ def test_fetch_sets_seen_and_peek_does_not(conn, delivery, alice):
     out = conn.cmd("b FETCH 1 (BODY[TEXT])")
     assert out[0] == "* 1 FETCH (BODY[TEXT] {11}" and out[1:3] == ["Hi there.", " FLAGS (\\Seen \\Recent))"]
     assert conn.cmd("c FETCH 1 FLAGS")[0] == "* 1 FETCH (FLAGS (\\Seen \\Recent))"
+
+
+def test_idle_reports_append_and_expunge_from_other_session(services, conn):
+    """IDLE gets EXISTS for another session's APPEND and EXPUNGE for its expunge, at once."""
+    other = Conn(services)
+    other.login()
+    conn.cmd("s SELECT INBOX")
+    assert conn.cmd("i IDLE") == ["+ idling"]
+    other.send(b"a APPEND INBOX {5+}\r\nhello\r\n")
+    assert conn.read() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+    other.cmd("s SELECT INBOX")
+    other.cmd("b STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert conn.read() == b"* 1 FETCH (FLAGS (\\Deleted \\Recent))\r\n"
+    other.cmd("c EXPUNGE")
+    assert conn.read() == b"* 1 EXPUNGE\r\n"
+    assert conn.cmd("DONE") == ["i OK IDLE terminated"]

@@ -336,7 +336,9 @@ def _next_uidvalidity(state: AccountMailState) -> int:
 
 def _new_mailbox(user: UserWrite, name: str, special_use: str | None) -> Mailbox:
     state = _state(user)
-    mailbox = Mailbox(state.next_mailbox, name, _next_uidvalidity(state), special_use=special_use)
+    # A fresh MODSEQ: every later change in the mailbox is strictly greater (RFC 7162 §3.1.1).
+    mailbox = Mailbox(state.next_mailbox, name, _next_uidvalidity(state), special_use=special_use,
+                      highestmodseq=user.bump_change())
     state.next_mailbox += 1
     _put_state(user, state)
     _put_mailbox(user, mailbox)

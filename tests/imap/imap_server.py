@@ -1,0 +1,78 @@
+"""A real ``schoolsuite serve`` with one user, shared by the end-to-end IMAP tests of a module."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from schoolsuite.instance import init_instance
+from support import LISTENERS, Instance, free_port, schoolsuite_cmd
+
+PASSWORD = "correct horse battery"
+USER = "alice@school.example"
+
+
+@dataclass
+class ImapServer:
+    instance: Instance
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def imap_port(self) -> int:
+        return self.instance.ports["imap"]
+
+    @property
+    def imaps_port(self) -> int:
+        return self.instance.ports["imaps"]
+
+    def add_user(self, address: str, password: str = PASSWORD, quota: str | None = None) -> None:
+        args = ["user", "add", address, "--password-stdin", "-c", str(self.instance.config)]
+        if quota:
+            args += ["--quota", quota]
+        subprocess.run(schoolsuite_cmd(*args), input=password.encode(), check=True, capture_output=True)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def start(base: Path, users: tuple[str, ...] = (USER,)) -> ImapServer:
+    inst = Instance(base / "inst", init_instance(base / "inst", "school.example", "localhost"))
+    for name in LISTENERS:
+        inst.ports[name] = free_port()
+        inst.set_listener(name, endpoint=f"tcp:{inst.ports[name]}:interface=127.0.0.1")
+    for name in ("submission", "submissions", "mx"):
+        inst.set_listener(name, enabled=False)
+    for user in users:
+        subprocess.run(schoolsuite_cmd("user", "add", user, "--password-stdin", "-c", str(inst.config)),
+                       input=PASSWORD.encode(), check=True, capture_output=True)
+    log = open(base / "serve.log", "wb")
+    proc = subprocess.Popen(schoolsuite_cmd("serve", "-c", str(inst.config)), stdout=log, stderr=subprocess.STDOUT)
+    server = ImapServer(inst, proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(base / 'serve.log').read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", inst.ports["imaps"]), 0.5).close()
+            return server
+        except OSError:
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError("server did not start")
