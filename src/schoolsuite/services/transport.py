@@ -17,10 +17,12 @@ from typing import Any
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ..storage import accounts as directory
 from ..storage import mime
+from ..storage.mail import MailboxNotFound, QuotaExceeded
 from ..storage.queue import QueueEntry, QueuedRecipient
 from . import dsn, resolver
 from .dkim_keys import DkimSigner
@@ -29,6 +31,8 @@ from .outbound import Route
 from .queue import OutboundQueue, Schedule
 
 log = Logger(namespace="schoolsuite.transport")
+
+MAX_BATCH = 64  # messages per group commit
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class MailTransport:
                                    schedule=schedule, delivery=lambda: getattr(services, "delivery", None),
                                    poll=smtp.queue_poll_seconds)
         self._started = False
+        self._inbound: list[tuple[list[bytes], bytes, defer.Deferred[dict[bytes, Any]]]] = []
+        self._committing = False
 
     def start(self) -> None:
         if not self._started:
@@ -166,8 +172,50 @@ class MailTransport:
         return self.services.writer.run(run)
 
     def receive(self, account_ids: list[bytes], message: bytes) -> defer.Deferred[dict[bytes, Any]]:
-        """MX: one sealed copy per local recipient (one transaction); fires after commit."""
+        """MX: one sealed copy per local recipient; fires after the commit.
+
+        Group commit: messages that arrive while a transaction is being
+        committed go together into the next one (one fsync for many), and
+        each caller's Deferred fires only after that commit returned.
+        """
         delivery = getattr(self.services, "delivery", None)
         if delivery is None:
             return defer.fail(RuntimeError("no delivery service"))
-        return delivery.deliver_many([(a, "INBOX") for a in dict.fromkeys(account_ids)], message)
+        d: defer.Deferred[dict[bytes, Any]] = defer.Deferred()
+        self._inbound.append((list(dict.fromkeys(account_ids)), message, d))
+        if not self._committing:
+            self._commit_inbound(delivery)
+        return d
+
+    def _commit_inbound(self, delivery: Any) -> None:
+        batch, self._inbound = self._inbound[:MAX_BATCH], self._inbound[MAX_BATCH:]
+        self._committing = True
+
+        def run() -> list[dict[bytes, Any]]:
+            parsed = [(ids, message, mime.parse(message)) for ids, message, _ in batch]
+            now = time.time()
+            out: list[dict[bytes, Any]] = []
+            with self.store.write() as txn:
+                for ids, message, structure in parsed:
+                    results: dict[bytes, Any] = {}
+                    for account_id in ids:
+                        try:
+                            results[account_id] = delivery.deliver_sync(txn, account_id, message, internal_date=now,
+                                                                        structure=structure)
+                        except (QuotaExceeded, MailboxNotFound) as exc:  # refused before anything was written
+                            results[account_id] = exc
+                    out.append(results)
+            return out
+
+        def done(results: Any) -> None:
+            self._committing = False
+            if isinstance(results, Failure):
+                for _, _, d in batch:
+                    d.errback(results)
+            else:
+                for (_, _, d), result in zip(batch, results):
+                    d.callback(result)
+            if self._inbound:
+                self._commit_inbound(delivery)
+
+        self.services.writer.run(run).addBoth(done)
