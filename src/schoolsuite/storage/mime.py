@@ -244,17 +244,40 @@ def _unquote_nstring(value: bytes | None) -> str | None:
 # -- addresses (RFC 5322 §3.4, obsolete forms of §4.4 tolerated) --------------
 
 
+def _comment_end(s: bytes, i: int) -> int:
+    """Index just after the comment that starts at ``s[i] == "("`` (nested, escapes)."""
+    depth = 0
+    while i < len(s):
+        c = s[i]
+        if c == 0x5C:
+            i += 2
+            continue
+        if c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return len(s)
+
+
 def _tokens(s: bytes) -> list[tuple[str, bytes]]:
     """Lexical tokens of an address list: ('q', quoted), ('a', atom), ('s', special), ('d', literal)."""
     out: list[tuple[str, bytes]] = []
     i = 0
     n = len(s)
     while True:
-        i = _skip_cfws(s, i)
+        while i < n and s[i] in b" \t\r\n":
+            i += 1
         if i >= n:
             return out
         c = s[i]
-        if c == 0x22:
+        if c == 0x28:  # a comment: kept, it names an address that has no phrase
+            j = _comment_end(s, i)
+            out.append(("c", s[i + 1 : j - 1 if s[j - 1 : j] == b")" else j].replace(b"\\", b"")))
+            i = j
+        elif c == 0x22:
             val, i = _quoted(s, i)
             out.append(("q", val))
         elif c == 0x5B:
@@ -336,7 +359,7 @@ def parse_addresses(value: bytes) -> list[Address]:
                 break
             j += 1
         if phrase_end is not None:  # a group
-            name = _words(tokens[i:phrase_end])
+            name = _words([t for t in tokens[i:phrase_end] if t[0] != "c"])
             out.append((None, None, name, None))
             k = phrase_end + 1
             members_start = k
@@ -350,7 +373,7 @@ def parse_addresses(value: bytes) -> list[Address]:
             continue
         item = tokens[i:j]
         i = j + 1
-        if not item:
+        if not any(k != "c" for k, _ in item):
             continue
         out.append(_mailbox(item))
     return out
@@ -366,7 +389,7 @@ def parse_addresses_tokens(tokens: list[tuple[str, bytes]]) -> list[Address]:
         elif t == ("s", b">"):
             depth -= 1
         if t == ("s", b",") and depth <= 0:
-            if cur:
+            if any(k != "c" for k, _ in cur):
                 out.append(_mailbox(cur))
             cur = []
         else:
@@ -375,6 +398,15 @@ def parse_addresses_tokens(tokens: list[tuple[str, bytes]]) -> list[Address]:
 
 
 def _mailbox(item: list[tuple[str, bytes]]) -> Address:
+    comments = [v for k, v in item if k == "c"]
+    item = [t for t in item if t[0] != "c"]
+    name, adl, mailbox, host = _mailbox_of(item)
+    if name is None and comments and comments[-1].strip() and ("s", b"<") not in item:
+        name = comments[-1].strip().decode("latin-1")  # "user@host (Real Name)"
+    return (name, adl, mailbox, host)
+
+
+def _mailbox_of(item: list[tuple[str, bytes]]) -> Address:
     lt = next((k for k, t in enumerate(item) if t == ("s", b"<")), None)
     if lt is not None:
         gt = next((k for k in range(lt, len(item)) if item[k] == ("s", b">")), len(item))

@@ -27,8 +27,9 @@ def limits_from_config(config: Any) -> ImapLimits:
 
 
 def imap_factory(ctx: Any) -> IMAPFactory:
-    """The 143-style listener: STARTTLS offered, LOGIN refused before it."""
-    return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=False)
+    """The 143-style listener: STARTTLS offered, LOGIN refused before it (``tls = "none"``: plain, no STARTTLS)."""
+    tls = ctx.tls if ctx.listener.tls == "starttls" else None
+    return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=tls, implicit_tls=False)
 
 
 def imaps_factory(ctx: Any) -> IMAPFactory:

@@ -309,17 +309,20 @@ class Reader:
             self.pos += 1
         raise self.error("unterminated quoted string")
 
+    def _literal_next(self) -> bool:
+        c = self.peek(2)
+        return c[:1] == b"{" or c == b"~{"
+
     def string(self) -> bytes:
         c = self.peek()
         if c == b'"':
             return self.quoted()
-        if c in (b"{", b"~"):
+        if self._literal_next():
             return self.literal()
         raise self.error("expected a string")
 
     def astring(self) -> bytes:
-        c = self.peek()
-        if c in (b'"', b"{", b"~"):
+        if self.peek() == b'"' or self._literal_next():
             return self.string()
         value = self._run(_ASTRING_SPECIALS)
         if not value:
@@ -338,18 +341,16 @@ class Reader:
         """RFC 3501 ``mailbox``: modified UTF-7 unless UTF8=ACCEPT is enabled (RFC 6855)."""
         raw = self.astring()
         text = raw.decode("utf-8", "surrogateescape")
-        if not utf8 or "&" in text:
+        if "&" in text:
             try:
                 text = mutf7_decode(raw)
             except ValueError:
-                if not utf8:
-                    raise self.error("mailbox name is not valid modified UTF-7") from None
+                pass  # not modified UTF-7: the name as sent (it then matches no mailbox)
         return text
 
     def list_mailbox(self) -> str:
         """RFC 3501 ``list-mailbox``: atom-ish with % and *, or a string."""
-        c = self.peek()
-        if c in (b'"', b"{", b"~"):
+        if self.peek() == b'"' or self._literal_next():
             raw = self.string()
         else:
             raw = self._run((_ATOM_SPECIALS - {ord("%"), ord("*"), ord("]")}))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import quopri
 from typing import Any
 
 from ...storage import mail, mime
@@ -94,6 +93,7 @@ def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], see
         user = s.user(txn)
         entries = mail.index_entries(user, view.id, uids)
         table = mail.keywords(user)
+        s.announce_keywords(table)
         for uid in uids:
             entry = entries.get(uid)
             seq = view.seq_of(uid)
@@ -229,6 +229,35 @@ def filter_header(header: bytes, names: set[str], exclude: bool) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+
+
+def decode_qp(data: bytes) -> bytes:
+    """RFC 2045 §6.7 quoted-printable: trailing blanks dropped, ``=`` at line end joins, CRLF line breaks."""
+    out = bytearray()
+    lines = data.split(b"\n")
+    for n, line in enumerate(lines):
+        last = n == len(lines) - 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]
+        i = 0
+        while i < len(line):
+            c = line[i]
+            if c == 0x3D and i + 2 < len(line) and line[i + 1] in _HEX and line[i + 2] in _HEX:
+                out.append(int(line[i + 1 : i + 3], 16))
+                i += 3
+                continue
+            out.append(c)
+            i += 1
+        if not soft and not last:
+            out += b"\r\n"
+    return bytes(out)
+
+
 def _decode(data: bytes, encoding: str | None) -> bytes:
     cte = (encoding or "7bit").lower()
     if cte in ("7bit", "8bit", "binary"):
@@ -239,7 +268,7 @@ def _decode(data: bytes, encoding: str | None) -> bytes:
         except (binascii.Error, ValueError):
             raise No("Cannot decode the part's content", "UNKNOWN-CTE") from None
     if cte == "quoted-printable":
-        return quopri.decodestring(data)
+        return decode_qp(data)
     raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")  # RFC 3516 §4.3
 
 

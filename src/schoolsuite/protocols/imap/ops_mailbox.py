@@ -64,10 +64,13 @@ def do_delete(s: Session, cmd: MailboxCommand) -> Any:
         if box is not None:
             s.notify(txn, (box.id,))
 
-    selected = s.selected
-    if selected is not None and mail.canonical_name(cmd.mailbox) == selected.name:
-        pass  # RFC 3501 allows deleting the selected mailbox; the session learns it on refresh
-    return s.write(run).addCallbacks(lambda _: "DELETE completed", _refused)
+    def done(_: Any) -> str:
+        selected = s.selected
+        if selected is not None and mail.canonical_name(cmd.mailbox) == selected.name:
+            s.selected = None  # the client deleted its own selected mailbox: it is deselected
+        return "DELETE completed"
+
+    return s.write(run).addCallbacks(done, _refused)
 
 
 def do_rename(s: Session, cmd: Rename) -> Any:
@@ -114,8 +117,15 @@ def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
     return re.compile(regex + r"\Z", re.DOTALL)
 
 
+_SELECT_OPTIONS = frozenset(("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"))
+_RETURN_OPTIONS = frozenset(("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE"))
+
+
 def do_list(s: Session, cmd: ListCommand) -> Any:
     lsub = cmd.name == "LSUB"
+    unknown = set(cmd.select_options) - _SELECT_OPTIONS
+    if unknown or set(cmd.return_options) - _RETURN_OPTIONS:
+        raise Bad("Unknown LIST option")  # RFC 5258 §3
     if cmd.patterns == ("",) and not cmd.select_options and not lsub:
         # RFC 3501 §6.3.8: the hierarchy delimiter and root.
         s.send(b'* LIST (\\Noselect) "/" ""\r\n')
@@ -123,9 +133,8 @@ def do_list(s: Session, cmd: ListCommand) -> Any:
     subscribed_only = lsub or "SUBSCRIBED" in cmd.select_options
     special_only = "SPECIAL-USE" in cmd.select_options
     return_subscribed = "SUBSCRIBED" in cmd.return_options or subscribed_only
-    # RFC 6154 §2: special-use attributes are returned by every LIST.
     recursive = "RECURSIVEMATCH" in cmd.select_options
-    if recursive and not subscribed_only:
+    if recursive and not (subscribed_only or special_only):
         raise Bad("RECURSIVEMATCH needs another selection option")
     with s.read() as txn:
         user = s.user(txn)
@@ -134,13 +143,17 @@ def do_list(s: Session, cmd: ListCommand) -> Any:
     by_name = {m.name: m for m in boxes}
     names = set(by_name)
     patterns = [_pattern(cmd.reference, p) for p in cmd.patterns]
-    candidates = sorted(names | (subs if subscribed_only else set()), key=lambda n: (n != "INBOX", n))
+    candidates = set(names)
+    if subscribed_only:
+        candidates |= subs
+        if recursive:
+            for name in subs:
+                candidates.update(mail.parent_names(name))
     lines = []
     status_boxes = []
     seen: set[str] = set()
-    for name in candidates:
-        matched = any(p.match(name) for p in patterns)
-        if not matched:
+    for name in sorted(candidates, key=lambda n: (n != "INBOX", n)):
+        if not any(p.match(name) for p in patterns):
             continue
         box = by_name.get(name)
         attrs: list[str] = []
@@ -152,17 +165,23 @@ def do_list(s: Session, cmd: ListCommand) -> Any:
         attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
         if name in subs and return_subscribed:
             attrs.append("\\Subscribed")
+        # RFC 6154 §2: special-use attributes are returned by every LIST.
         if box is not None and box.special_use:
             attrs.append(box.special_use)
-        if subscribed_only and name not in subs:
+        extra = b""
+        if recursive and subscribed_only:
+            # RFC 5258 §4: a subscribed descendant the patterns do not match shows as CHILDINFO.
+            if any(n.startswith(name + "/") and not any(p.match(n) for p in patterns) for n in subs):
+                extra = b' (CHILDINFO ("SUBSCRIBED"))'
+        if subscribed_only and name not in subs and not extra:
             continue
         if special_only and (box is None or not box.special_use):
             continue
         if lsub and box is not None and box.noselect:
             attrs = ["\\Noselect"]
         seen.add(name)
-        lines.append(b"* %s (%s) \"/\" %s\r\n" % (cmd.name.encode(), " ".join(attrs).encode(),
-                                                  render.mailbox_name(name, s.utf8)))
+        lines.append(b"* %s (%s) \"/\" %s%s\r\n" % (cmd.name.encode(), " ".join(attrs).encode(),
+                                                    render.mailbox_name(name, s.utf8), extra))
         if cmd.status_items and box is not None and not box.noselect:
             status_boxes.append(box)
     # LSUB %: a parent of a subscribed mailbox is listed \Noselect (RFC 3501 §6.3.9).
@@ -189,8 +208,8 @@ def status_line(s: Session, box: mail.Mailbox, items: tuple[str, ...]) -> bytes:
         if item == "MESSAGES":
             value = box.messages
         elif item == "RECENT":
-            value = max(0, box.uidnext - box.recent_uid) if box.messages else 0
-            value = min(value, box.messages)
+            with s.read() as txn:
+                value = len(mail.load_index(s.user(txn), box.id, box.recent_uid).uids)
         elif item == "UIDNEXT":
             value = box.uidnext
         elif item == "UIDVALIDITY":

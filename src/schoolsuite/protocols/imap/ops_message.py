@@ -44,6 +44,7 @@ def do_store(s: Session, cmd: Store) -> Any:
         for entry in changed:
             view.own.add((entry.uid, entry.modseq))
         failed_set = set(failed)
+        s.announce_keywords(table)
         for uid in uids:
             entry = entries.get(uid)
             seq = view.seq_of(uid)

@@ -11,7 +11,6 @@ import base64
 import binascii
 import calendar
 import datetime
-import quopri
 import time
 from email.header import decode_header, make_header
 from email.utils import parsedate_tz
@@ -21,7 +20,7 @@ from ...storage import mail, mime
 from . import render
 from .errors import Bad, No
 from .grammar import Search
-from .ops_fetch import _Body
+from .ops_fetch import _Body, decode_qp
 from .session import SelectedMailbox, Session
 
 _FLAG_KEYS = {
@@ -30,6 +29,7 @@ _FLAG_KEYS = {
     "UNDELETED": (mail.DELETED, False), "UNDRAFT": (mail.DRAFT, False), "UNFLAGGED": (mail.FLAGGED, False),
     "UNSEEN": (mail.SEEN, False),
 }
+_ADDRESS_INDEX = {"FROM": 2, "TO": 5, "CC": 6, "BCC": 7}
 _CHARSETS = frozenset(("UTF-8", "US-ASCII", "UTF8"))
 
 
@@ -55,6 +55,19 @@ def sent_date(env: list[Any] | None) -> int | None:
     try:
         return calendar.timegm(parsed[:6] + (0, 0, 0)) - (parsed[9] or 0)  # type: ignore[operator]
     except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def header_date(env: list[Any] | None) -> datetime.date | None:
+    """The calendar date written in the Date header (its own timezone)."""
+    if not env or not env[0]:
+        return None
+    parsed = parsedate_tz(env[0])
+    if parsed is None:
+        return None
+    try:
+        return datetime.date(parsed[0], parsed[1], parsed[2])
+    except ValueError:
         return None
 
 
@@ -92,6 +105,20 @@ class _Message:
                                  for n, v in mime.header_fields(raw)]
         return self._headers
 
+    def addresses(self, index: int) -> str:
+        """An address field as "name <mailbox@host>" lines, for FROM/TO/CC/BCC (parsed, comments gone)."""
+        body = self.body
+        env = body.root.envelope if body is not None else None
+        if not env or not env[index]:
+            return ""
+        out = []
+        for name, _adl, mailbox, host in env[index]:
+            if mailbox is None:
+                continue
+            addr = f"{mailbox}@{host}" if host else mailbox
+            out.append(f"{decode_words(name)} <{addr}>" if name else addr)
+        return "\n".join(out).casefold()
+
     def text(self) -> str:
         if self._text is None:
             body = self.body
@@ -112,7 +139,7 @@ def _decoded_text(body: _Body, e: mime.Entity) -> str:
         if cte == "base64":
             raw = base64.b64decode(b"".join(raw.split()))
         elif cte == "quoted-printable":
-            raw = quopri.decodestring(raw)
+            raw = decode_qp(raw)
     except (binascii.Error, ValueError):
         pass
     charset = next((v for k, v in e.params if k == "charset"), "utf-8")
@@ -186,11 +213,12 @@ class Evaluator:
             return age >= c[1] if key == "OLDER" else age <= c[1]
         if key in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             body = m.body
-            sent = sent_date(body.root.envelope) if body else None
-            when = _date_of(sent if sent is not None else m.date)
-            return _compare(key[4:], when, c[1])
-        if key in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-            return _header_has(m, key.lower(), c[1])
+            when = header_date(body.root.envelope) if body else None
+            return _compare(key[4:], when or _date_of(m.date), c[1])
+        if key in ("FROM", "TO", "CC", "BCC"):
+            return _needle(c[1]) in m.addresses(_ADDRESS_INDEX[key])
+        if key == "SUBJECT":
+            return _header_has(m, "subject", c[1])
         if key == "HEADER":
             return _header_has(m, c[1].lower(), c[2])
         if key == "BODY":
@@ -260,7 +288,8 @@ def run_search(s: Session, cmd: Search) -> tuple[list[_Message], Evaluator]:
 
 
 def do_search(s: Session, cmd: Search) -> Any:
-    if any(c[0] == "MODSEQ" for c in _walk(cmd.criteria)):
+    with_modseq = any(c[0] == "MODSEQ" for c in _walk(cmd.criteria))
+    if with_modseq:
         s.condstore = True
     matches, ev = run_search(s, cmd)
     numbers = [m.uid if cmd.uid else m.seq for m in matches]
@@ -289,13 +318,21 @@ def do_search(s: Session, cmd: Search) -> Any:
                 parts.append(b"ALL " + render.sequence_set(sorted(numbers)))
         if "COUNT" in returns:
             parts.append(b"COUNT %d" % len(numbers))
-        if ev.max_modseq and numbers:
-            parts.append(b"MODSEQ %d" % ev.max_modseq)
+        if with_modseq and numbers:
+            # RFC 7162 §3.1.5: with only MIN or MAX, the MODSEQ of that message.
+            by_number = {(m.uid if cmd.uid else m.seq): m.modseq for m in matches}
+            if returns == {"MIN"}:
+                modseq = by_number[min(numbers)]
+            elif returns == {"MAX"}:
+                modseq = by_number[max(numbers)]
+            else:
+                modseq = max(by_number.values())
+            parts.append(b"MODSEQ %d" % modseq)
         s.send(b"* ESEARCH " + b" ".join(parts) + b"\r\n")
         return f"{'UID ' if cmd.uid else ''}SEARCH completed"
     line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
-    if ev.max_modseq and numbers:
-        line += b" (MODSEQ %d)" % ev.max_modseq
+    if with_modseq and numbers:
+        line += b" (MODSEQ %d)" % max(m.modseq for m in matches)
     s.send(line + b"\r\n")
     return f"{'UID ' if cmd.uid else ''}SEARCH completed"
 

@@ -37,7 +37,8 @@ def do_select(s: Session, cmd: Select) -> Any:
     view = SelectedMailbox(box.id, box.name, box.uidvalidity, readonly, index.uids, box.highestmodseq,
                            box.uidnext)
     if readonly or box.recent_uid >= box.uidnext:
-        return _opened(s, cmd, box, view, index, table, box.uidnext)
+        # EXAMINE shows unclaimed messages as \Recent without claiming them.
+        return _opened(s, cmd, box, view, index, table, box.recent_uid if readonly else box.uidnext)
 
     def claim(user: Any, txn: Any) -> int:
         current = mail.get_mailbox(user, box.id)
@@ -51,6 +52,7 @@ def do_select(s: Session, cmd: Select) -> Any:
 def _opened(s: Session, cmd: Select, box: mail.Mailbox, view: SelectedMailbox, index: mail.MailboxIndex,
             table: list[str], first_recent: int) -> str:
     view.recent = {u for u in view.uids if u >= first_recent}
+    view.keywords = len(table)
     flags = PERMANENT + "".join(" " + k for k in table)
     s.send(b"* FLAGS (%s)\r\n" % flags.encode("utf-8"))
     permanent = flags + " \\*" if not view.readonly else ""

@@ -41,14 +41,19 @@ def base_subject(raw: str | None) -> str:
 
 
 def _first_address(value: Any, display: bool = False) -> str:
+    """RFC 5256 §3 / RFC 5957: the first address's mailbox, or its display name (a group's name)."""
     if not value:
         return ""
     for name, _adl, mailbox, host in value:
-        if mailbox is None or host is None:
-            continue
-        if display and name:
+        if mailbox is None:
+            continue  # the end of a group
+        if not display:
+            return mailbox.upper()
+        if host is None:
+            return decode_words(mailbox).upper()  # a group: its name
+        if name:
             return decode_words(name).upper()
-        return (mailbox or "").upper() if not display else f"{mailbox}@{host}".upper()
+        return f"{mailbox}@{host}".upper()
     return ""
 
 
@@ -89,25 +94,22 @@ def _number(m: Any, uid: bool) -> int:
 
 
 def _render_tree(node: list[Any], uid: bool) -> bytes:
-    """One thread: ``(a b (c)(d))`` — a chain, then sibling sub-threads in parentheses."""
-    parts = []
+    """One thread (RFC 5256 §4): numbers of a chain, then the nested sub-threads: ``(a b (c)(d))``."""
+    numbers: list[bytes] = []
+    nested = b""
     cur = node
     while True:
         message, kids = cur
         if message is not None:
-            parts.append(b"%d" % _number(message, uid))
-        if len(kids) == 1:
+            numbers.append(b"%d" % _number(message, uid))
+        if len(kids) == 1 and message is not None:
             cur = kids[0]
             continue
-        for kid in kids:
-            parts.append(_render_tree(kid, uid))
+        nested = b"".join(_render_tree(k, uid) for k in kids)
         break
-    text = b""
-    for p in parts:
-        if p.startswith(b"("):
-            text += p
-        else:
-            text += (b" " if text else b"") + p
+    text = b" ".join(numbers)
+    if nested:
+        text = text + b" " + nested if text else nested
     return b"(" + text + b")"
 
 
@@ -125,88 +127,146 @@ def thread_messages(messages: list[Any], algorithm: str, uid: bool) -> bytes:
     return _references(messages, uid)
 
 
-_MSGID = re.compile(r"<[^<>]+>")
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+def is_reply(raw: str | None) -> bool:
+    """Whether subject extraction removed a reply/forward leader or trailer (RFC 5256 §2.1)."""
+    text = re.sub(r"\s+", " ", decode_words(raw)).strip()
+    return bool(_LEADER.match(text) or re.search(r"\(fwd\)\s*$", text, re.IGNORECASE) or _FWD.match(text))
+
+
+class _C:
+    """A container of the REFERENCES algorithm (a message or a dummy)."""
+
+    __slots__ = ("msg", "parent", "kids")
+
+    def __init__(self) -> None:
+        self.msg: Any = None
+        self.parent: _C | None = None
+        self.kids: list[_C] = []
+
+    def ancestor_of(self, other: "_C | None") -> bool:
+        while other is not None:
+            if other is self:
+                return True
+            other = other.parent
+        return False
+
+    def link(self, parent: "_C | None") -> None:
+        if self.parent is not None:
+            self.parent.kids.remove(self)
+        self.parent = parent
+        if parent is not None:
+            parent.kids.append(self)
+
+
+def _date_key(c: _C) -> tuple[int, int]:
+    if c.msg is not None:
+        return (_key(c.msg, "DATE"), c.msg.seq)
+    return _date_key(c.kids[0]) if c.kids else (0, 0)
+
+
+def _subject_of(c: _C) -> tuple[str, bool]:
+    m = c.msg if c.msg is not None else (c.kids[0].msg if c.kids else None)
+    raw = (m.env or [None] * 10)[1] if m is not None else None
+    return base_subject(raw), is_reply(raw)
 
 
 def _references(messages: list[Any], uid: bool) -> bytes:
-    """RFC 5256 §3 REFERENCES (parent links from References/In-Reply-To, then subject grouping)."""
-    containers: dict[str, dict[str, Any]] = {}
-
-    def container(mid: str) -> dict[str, Any]:
-        c = containers.get(mid)
-        if c is None:
-            c = containers[mid] = {"msg": None, "parent": None, "kids": [], "id": mid}
-        return c
-
-    def ancestor(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        while b is not None:
-            if b is a:
-                return True
-            b = b["parent"]
-        return False
-
+    """RFC 5256 §3 REFERENCES."""
+    table: dict[str, _C] = {}
     for n, m in enumerate(sorted(messages, key=lambda x: x.seq)):
         env = m.env or [None] * 10
         ids = _MSGID.findall(env[9] or "")
-        mid = ids[0] if ids else f"<unique-{n}>"
-        c = container(mid)
-        if c["msg"] is not None:
-            c = container(f"<dup-{n}>")
-        c["msg"] = m
+        mid = ids[0] if ids and ids[0] not in table or (ids and table[ids[0]].msg is None) else f"<{n}@unique>"
+        c = table.setdefault(mid, _C())
+        c.msg = m
         refs = _MSGID.findall(m.refs or "") or _MSGID.findall(env[8] or "")[:1]
-        prev = None
-        for ref in refs:
-            rc = container(ref)
-            if prev is not None and rc["parent"] is None and not ancestor(rc, prev):
-                rc["parent"] = prev
-                prev["kids"].append(rc)
+        prev: _C | None = None
+        for ref in refs:  # step 1.A: link the references chain
+            rc = table.setdefault(ref, _C())
+            if prev is not None and rc.parent is None and not rc.ancestor_of(prev) and rc is not prev:
+                rc.link(prev)
             prev = rc
-        if prev is not None and prev is not c and not ancestor(c, prev):
-            if c["parent"] is not None:
-                c["parent"]["kids"].remove(c)
-            c["parent"] = prev
-            prev["kids"].append(c)
-    roots = [c for c in containers.values() if c["parent"] is None]
+        # step 1.B: the message's parent is the last reference (replacing a guessed one)
+        if prev is not None and (prev is c or c.ancestor_of(prev)):
+            prev = None
+        c.link(prev)
+    roots = [c for c in table.values() if c.parent is None]
 
-    def prune(c: dict[str, Any]) -> list[dict[str, Any]]:
-        kids = []
-        for k in c["kids"]:
-            kids.extend(prune(k))
-        c["kids"] = kids
-        for k in kids:
-            k["parent"] = c
-        if c["msg"] is None and (len(kids) == 1 or c["parent"] is not None):
-            return kids  # an empty container is replaced by its children
-        if c["msg"] is None and not kids:
-            return []
+    def prune(c: _C) -> list[_C]:  # step 4
+        kept: list[_C] = []
+        for k in list(c.kids):
+            kept.extend(prune(k))
+        c.kids = kept
+        for k in kept:
+            k.parent = c
+        if c.msg is None:
+            if not c.kids:
+                return []
+            if c.parent is not None or len(c.kids) == 1:
+                return list(c.kids)
         return [c]
 
-    tops: list[dict[str, Any]] = []
+    tops: list[_C] = []
     for r in roots:
-        r["parent"] = None
-        tops.extend(prune(r))
+        for t in prune(r):
+            t.parent = None
+            tops.append(t)
 
-    def date(c: dict[str, Any]) -> tuple[int, int]:
-        if c["msg"] is not None:
-            return (_key(c["msg"], "DATE"), c["msg"].seq)
-        return min((date(k) for k in c["kids"]), default=(0, 0))
+    def sort_all(cs: list[_C]) -> None:
+        for c in cs:
+            sort_all(c.kids)
+            c.kids.sort(key=_date_key)
 
-    def to_node(c: dict[str, Any]) -> list[Any]:
-        kids = sorted(c["kids"], key=date)
-        return [c["msg"], [to_node(k) for k in kids]]
+    sort_all(tops)
+    tops.sort(key=_date_key)
+    # step 5: group the roots by base subject
+    subjects: dict[str, _C] = {}
+    for t in tops:
+        subj, reply = _subject_of(t)
+        if not subj:
+            continue
+        old = subjects.get(subj)
+        if old is None or (t.msg is None and old.msg is not None) or \
+                (old.msg is not None and _subject_of(old)[1] and t.msg is not None and not reply):
+            subjects[subj] = t
+    result: list[_C] = []
+    removed: set[int] = set()
+    for t in tops:
+        subj, reply = _subject_of(t)
+        old = subjects.get(subj) if subj else None
+        if old is None or old is t:
+            result.append(t)
+            continue
+        removed.add(id(t))
+        if old.msg is None and t.msg is None:
+            for k in list(t.kids):
+                k.parent = old
+                old.kids.append(k)
+        elif old.msg is None:
+            t.parent = old
+            old.kids.append(t)
+        elif reply and not _subject_of(old)[1]:
+            t.parent = old
+            old.kids.append(t)
+        else:
+            dummy = _C()
+            for x in (old, t):
+                x.parent = dummy
+                dummy.kids.append(x)
+            subjects[subj] = dummy
+            index = next(i for i, r in enumerate(result) if r is old) if old in result else None
+            if index is not None:
+                result[index] = dummy
+            else:
+                result.append(dummy)
+    final = [r for r in result if id(r) not in removed]
+    sort_all(final)  # step 6
+    final.sort(key=_date_key)
 
-    # RFC 5256 §3 step 5: threads whose roots share a base subject are merged.
-    by_subject: dict[str, dict[str, Any]] = {}
-    merged: list[dict[str, Any]] = []
-    for t in sorted(tops, key=date):
-        subj = _key(t["msg"], "SUBJECT") if t["msg"] is not None else ""
-        first = by_subject.get(subj) if subj else None
-        if first is not None and first["msg"] is not None and t["msg"] is not None:
-            env = t["msg"].env or [None] * 10
-            if re.match(r"^\s*(re|fwd?)\s*:", decode_words(env[1]), re.IGNORECASE):
-                first["kids"].append(t)
-                continue
-        if subj:
-            by_subject.setdefault(subj, t)
-        merged.append(t)
-    return b"".join(_render_tree(to_node(t), uid) for t in sorted(merged, key=date))
+    def to_node(c: _C) -> list[Any]:
+        return [c.msg, [to_node(k) for k in c.kids]]
+
+    return b"".join(_render_tree(to_node(t), uid) for t in final)

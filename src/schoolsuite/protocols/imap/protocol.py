@@ -310,7 +310,18 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             if not self._refresh(cmd):
                 return
             text = result if isinstance(result, str) else f"{cmd.name} completed"
-            self.send(tag + b" OK " + text.encode("utf-8") + b"\r\n")
+            reply = tag + b" OK " + text.encode("utf-8") + b"\r\n"
+            claim = s.claim_recent()
+            if claim is not None:  # the tagged OK waits until the store knows the \Recent claim
+                self._busy = True
+                claim.addBoth(lambda _: self._sent_after_claim(reply))
+                return
+            self.send(reply)
+        self._process()
+
+    def _sent_after_claim(self, reply: bytes) -> None:
+        self._busy = False
+        self.send(reply)
         self._process()
 
     def _refresh(self, cmd: Command) -> bool:
@@ -331,6 +342,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if self._mode == "idle" and self.session is not None:
             try:
                 self.session.refresh(expunge=True)
+                self.session.claim_recent()
             except Bye as exc:
                 self.send(reply_for(b"*", exc))
                 self.transport.loseConnection()

@@ -39,6 +39,8 @@ class SelectedMailbox:
     recent: set[int] = field(default_factory=set)
     pending_expunge: set[int] = field(default_factory=set)
     own: set[tuple[int, int]] = field(default_factory=set)  # (uid, modseq) this session reported itself
+    keywords: int = 0  # keywords of the account's table announced in FLAGS
+    claim: bool = False  # new messages were taken as \Recent; the store must learn it
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect_left(self.uids, uid)
@@ -83,7 +85,7 @@ class Session:
         self.address: str | None = None
         self.selected: SelectedMailbox | None = None
         self.enabled: set[str] = set()
-        self.condstore = False  # CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), FETCH MODSEQ, ...)
+        self._condstore = False  # CONDSTORE enabled (ENABLE, SELECT (CONDSTORE), FETCH MODSEQ, ...)
         self.idling = False
         self.client_id: dict[str, str | None] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -91,6 +93,44 @@ class Session:
         self.on_change: Callable[[], None] | None = None
 
     # -- state -------------------------------------------------------------
+
+    @property
+    def condstore(self) -> bool:
+        return self._condstore
+
+    @condstore.setter
+    def condstore(self, value: bool) -> None:
+        """RFC 7162 §3.1: the first CONDSTORE-enabling command reports HIGHESTMODSEQ of the selected mailbox."""
+        if value and not self._condstore and self.selected is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.selected.modseq)
+        self._condstore = value
+
+    def announce_keywords(self, table: list[str]) -> None:
+        """New keywords in the account's table: FLAGS and PERMANENTFLAGS again (RFC 3501 §7.2.6)."""
+        view = self.selected
+        if view is None or len(table) <= view.keywords:
+            return
+        view.keywords = len(table)
+        flags = "\\Seen \\Answered \\Flagged \\Deleted \\Draft" + "".join(" " + k for k in table)
+        self.send(b"* FLAGS (%s)\r\n" % flags.encode("utf-8"))
+        if not view.readonly:
+            self.send(b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted\r\n" % flags.encode("utf-8"))
+
+    def claim_recent(self) -> defer.Deferred[Any] | None:
+        """Record in the store that this session took the new messages as \\Recent (RFC 3501 §2.3.2)."""
+        view = self.selected
+        if view is None or not view.claim:
+            return None
+        view.claim = False
+        mailbox_id, upto = view.id, view.uidnext
+
+        def run(user: Any, txn: Any) -> None:
+            box = mail.get_mailbox(user, mailbox_id)
+            if box is not None and box.recent_uid < upto:
+                box.recent_uid = upto
+                mail.save_mailbox(user, box)
+
+        return self.write(run)
 
     @property
     def authenticated(self) -> bool:
@@ -169,6 +209,8 @@ class Session:
             if mailbox is None or mailbox.noselect or mailbox.uidvalidity != view.uidvalidity:
                 self.selected = None
                 raise Bye("Selected mailbox was deleted")
+            table = mail.keywords(user)
+            self.announce_keywords(table)
             if mailbox.highestmodseq <= view.modseq and not (expunge and view.pending_expunge):
                 return
             changes = mail.changes_since(user, view.id, view.modseq)
@@ -183,7 +225,6 @@ class Session:
                 elif (change.uid, change.modseq) not in view.own and change.uid not in view.pending_expunge:
                     flagged.append(change.uid)
             entries = mail.index_entries(user, view.id, flagged) if flagged else {}
-            table = mail.keywords(user) if entries else []
         view.own.clear()
         if expunge and view.pending_expunge:
             self.announce_expunged(sorted(view.pending_expunge))
@@ -192,6 +233,11 @@ class Session:
             new.sort()
             view.uids.extend(u for u in new if u >= view.uidnext)
             view.uidnext = new[-1] + 1
+            if not view.readonly:
+                fresh = [u for u in new if u >= mailbox.recent_uid]
+                if fresh:
+                    view.recent.update(fresh)
+                    view.claim = True
             self.send(b"* %d EXISTS\r\n" % len(view.uids))
             self.send(b"* %d RECENT\r\n" % len(view.recent))
         for uid in sorted(entries):
