@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "correct-horse-battery-staple"
 
 
 @dataclass
@@ -43,7 +43,10 @@ class FilesServer:
     app_password: str = ""
     users: dict[str, str] = field(default_factory=dict)
 
-    def client(self, user: str = "alice@school.example", password: str | None = None) -> "Dav":
+    def client(self, user: str = "alice@school.example", password: str | None = None, *,
+               anonymous: bool = False) -> "Dav":
+        if anonymous:
+            return Dav(self, user, None)
         return Dav(self, user, self.users.get(user, PASSWORD) if password is None else password)
 
     def url(self, user: str = "alice@school.example", path: str = "") -> str:

@@ -202,6 +202,9 @@ class FilesApp:
         environ["SCRIPT_NAME"] = "/files"
         environ["PATH_INFO"] = path.wsgi_path()
         environ["schoolsuite.files"] = ctx
+        raw_segments = raw_uri.split(b"?", 1)[0].split(b"/")
+        if path.owner is not None and len(raw_segments) > 2:
+            environ["schoolsuite.owner_raw"] = raw_segments[2].decode("ascii", "replace")  # for hrefs
         environ[TRUSTED_USER] = ctx.address
         environ.pop("HTTP_TRANSFER_ENCODING", None)  # the site already removed the chunked framing
         _fix_if_modified_since(environ)

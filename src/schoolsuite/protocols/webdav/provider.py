@@ -97,8 +97,20 @@ _HREF_SAFE = "/!*'(),$-_|.@:+=;&~"
 
 
 def href(res: Any) -> str:
-    """RFC 4918 §8.3: the path-absolute href of a resource, escaped no more than needed."""
-    return quote(res.provider.mount_path + res.provider.share_path + res.get_preferred_path(), safe=_HREF_SAFE)
+    """RFC 4918 §8.3: the path-absolute href of a resource, escaped no more than needed.
+
+    The home's segment is spelled as the client spelled it in the request
+    (``alice@...`` or ``alice%40...``): davfs2 and litmus both match the
+    hrefs of a multistatus against the URL they asked for, character by
+    character, and they escape the "@" differently.
+    """
+    path = res.get_preferred_path()
+    owner = context(res.environ).address
+    base = res.provider.mount_path + res.provider.share_path
+    if path == "/" or not path.startswith("/" + owner):
+        return quote(base + path, safe=_HREF_SAFE)
+    spelled = res.environ.get("schoolsuite.owner_raw") or quote(owner, safe=_HREF_SAFE)
+    return base + "/" + spelled + quote(path[1 + len(owner):], safe=_HREF_SAFE)
 
 
 def make_resource(path: str, entry: Entry, environ: dict[str, Any]) -> Any:
