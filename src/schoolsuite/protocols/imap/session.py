@@ -124,13 +124,23 @@ class Session:
         view.claim = False
         mailbox_id, upto = view.id, view.uidnext
 
-        def run(user: Any, txn: Any) -> None:
+        def run(user: Any, txn: Any) -> tuple[int, int]:
             box = mail.get_mailbox(user, mailbox_id)
-            if box is not None and box.recent_uid < upto:
-                box.recent_uid = upto
-                mail.save_mailbox(user, box)
+            if box is None or box.recent_uid >= upto:
+                return upto, upto
+            first = box.recent_uid
+            box.recent_uid = upto
+            mail.save_mailbox(user, box)
+            return first, upto
 
-        return self.write(run)
+        def claimed(span: tuple[int, int]) -> None:
+            # Only what this session claimed first is \Recent here; then RECENT (RFC 3501 §7.3.2).
+            first, last = span
+            if self.selected is view:
+                view.recent.update(u for u in view.uids[bisect_left(view.uids, first):] if u < last)
+                self.send(b"* %d RECENT\r\n" % len(view.recent))
+
+        return self.write(run).addCallback(claimed)
 
     @property
     def authenticated(self) -> bool:
@@ -233,13 +243,11 @@ class Session:
             new.sort()
             view.uids.extend(u for u in new if u >= view.uidnext)
             view.uidnext = new[-1] + 1
-            if not view.readonly:
-                fresh = [u for u in new if u >= mailbox.recent_uid]
-                if fresh:
-                    view.recent.update(fresh)
-                    view.claim = True
+            if not view.readonly and new[-1] >= mailbox.recent_uid:
+                view.claim = True  # claim_recent() decides which are \Recent to this session
             self.send(b"* %d EXISTS\r\n" % len(view.uids))
-            self.send(b"* %d RECENT\r\n" % len(view.recent))
+            if not view.claim:
+                self.send(b"* %d RECENT\r\n" % len(view.recent))
         for uid in sorted(entries):
             seq = view.seq_of(uid)
             if seq is None:
