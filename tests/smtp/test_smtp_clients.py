@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import MailSystem
-from smtp_e2e import PASSWORDS, inbox, wait_for
+from smtp_e2e import PASSWORDS, MailSystem, inbox, wait_for
 from support import require_program
 
 ALICE, BOB = "alice@school.example", "bob@school.example"

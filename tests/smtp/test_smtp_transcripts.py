@@ -301,3 +301,13 @@ def test_received_reveals_client_when_configured() -> None:
     c.send(MSG + ".\r\n")
     assert b"([192.0.2.7])" in c.settings.transport.submitted[0]["message"].split(b"\r\n")[0]
     assert ALICE == c.settings.transport.submitted[0]["account"]
+
+
+def test_idle_timeout_closes() -> None:
+    """An idle connection is closed with 421 4.4.2 after the idle timeout."""
+    settings = make_settings("mx")
+    c = Conn(settings)
+    settings.reactor.advance(299)
+    assert c.take() == "" and not c.closed
+    settings.reactor.advance(2)
+    assert c.take().startswith("421 4.4.2") and c.closed

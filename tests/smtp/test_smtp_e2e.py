@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 import smtplib
-import ssl
 import time
-from email.message import EmailMessage
 
 import dkim
 import pytest
 
-from conftest import MailSystem
 from schoolsuite.services.resolver import MailDNS, make_resolver
-from smtp_e2e import PASSWORDS, inbox, wait_for
-
-ALICE, BOB = "alice@school.example", "bob@school.example"
-
-
-def tls_context(m: MailSystem) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(m.inst.cert))
-
-
-def message(sender: str, to: str, subject: str, body: str = "Hello from the test.\n") -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg.set_content(body)
-    return msg
-
-
-def submit(m: MailSystem, msg: EmailMessage, *, implicit: bool = False, user: str = ALICE,
-           rcpts: list[str] | None = None, sender: str | None = None) -> dict:
-    if implicit:
-        client = smtplib.SMTP_SSL("localhost", m.port("submissions"), context=tls_context(m), timeout=20)
-    else:
-        client = smtplib.SMTP("localhost", m.port("submission"), timeout=20)
-        client.starttls(context=tls_context(m))
-    with client:
-        client.login(user, PASSWORDS[user])
-        return client.send_message(msg, from_addr=sender, to_addrs=rcpts)
+from smtp_e2e import ALICE, BOB, PASSWORDS, MailSystem, inbox, message, submit, tls_context, wait_for
 
 
 def test_submission_starttls_local_and_remote_with_dkim(mailsys: MailSystem) -> None:
@@ -202,3 +174,41 @@ def test_mail_from_one_account_read_by_another_over_imap(mailsys: MailSystem) ->
         assert typ == "OK" and data[0].split()
         typ, fetched = im.fetch(data[0].split()[-1], "(BODY.PEEK[])")
         assert typ == "OK" and b"IMAP body line" in fetched[0][1] and b"From: alice@school.example" in fetched[0][1]
+
+
+def test_mx_arc_chain_verified(mailsys: MailSystem) -> None:
+    """A message carrying a valid ARC set (sealed by parents.example) is recorded as arc=pass."""
+    raw = (b"From: mum@parents.example\r\nTo: bob@school.example\r\nSubject: forwarded by a list\r\n"
+           b"Authentication-Results: lists.parents.example; spf=pass smtp.mailfrom=parents.example\r\n\r\nHi\r\n")
+    arc = dkim.arc_sign(raw, b"p1", b"parents.example", mailsys.parents_key, b"lists.parents.example")
+    assert mx_send(mailsys, b"".join(arc) + raw, "mum@parents.example")[0] == 250
+    assert b"arc=pass" in results_of(mailsys, b"forwarded by a list")
+
+
+def test_client_gone_mid_data_leaves_nothing(mailsys: MailSystem) -> None:
+    """A client that disconnects in the middle of DATA leaves nothing delivered and nothing queued."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", mailsys.port("mx")), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"EHLO gone.example\r\nMAIL FROM:<p@parents.example>\r\nRCPT TO:<bob@school.example>\r\nDATA\r\n")
+        while not f.readline().startswith(b"354"):
+            pass
+        sock.sendall(b"Subject: half a message\r\n\r\nthe first half\r\n")
+    time.sleep(0.5)
+    assert not [x for x in inbox(mailsys.inst.dir, BOB) if b"half a message" in x]
+    assert mailsys.cli("queue", "list").stdout == "queue is empty\n"
+
+
+def test_metrics_exposed(mailsys: MailSystem) -> None:
+    """/metrics shows SMTP message, verdict, queue and session metrics without addresses in labels."""
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{mailsys.port('metrics')}/metrics", timeout=10).read().decode()
+    for name in ('schoolsuite_smtp_messages_total{listener="mx",result="accepted"}',
+                 'schoolsuite_smtp_verdicts_total{method="spf",result="pass"}',
+                 "schoolsuite_smtp_queue_messages", "schoolsuite_smtp_session_seconds_bucket",
+                 "schoolsuite_smtp_delivery_attempts_total"):
+        assert name in body, name
+    assert "school.example" not in body and "parents.example" not in body

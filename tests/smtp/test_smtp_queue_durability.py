@@ -8,10 +8,8 @@ from pathlib import Path
 
 from aiosmtpd.smtp import AuthResult
 
-from conftest import start_mail_system
-from smtp_e2e import inbox, start_sink, wait_for
+from smtp_e2e import ALICE, BOB, inbox, message, start_mail_system, start_sink, submit, wait_for
 from support import active_listeners, schoolsuite_cmd, start_server
-from test_e2e import ALICE, BOB, message, submit
 
 
 def test_queue_survives_kill_and_restart(tmp_path: Path) -> None:
