@@ -180,6 +180,21 @@ class ListenersConfig:
 
 
 @dataclass
+class IMAPConfig:
+    """[imap]"""
+
+    max_line: int = _opt(64 << 10, "Longest IMAP command line; a longer one gets BAD and the connection stays.",
+                         kind="size")
+    max_message_size: int = _opt(50 << 20, "Largest message APPEND accepts (APPENDLIMIT; above: NO [TOOBIG]).",
+                                 kind="size")
+    max_connections_per_client: int = _opt(50, "Concurrent IMAP connections from one client IP address.", min=1)
+    max_connections_per_account: int = _opt(30, "Concurrent IMAP sessions of one account (Thunderbird opens up "
+                                                "to 5 per device).", min=1)
+    autologout_seconds: int = _opt(1800, "Close a connection idle this long (RFC 3501 §5.4 asks for 30 minutes "
+                                         "or more).", min=1)
+
+
+@dataclass
 class SMTPConfig:
     """[smtp]"""
 
@@ -219,6 +234,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     listeners: ListenersConfig = field(default_factory=ListenersConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
 
