@@ -56,7 +56,7 @@ def bob(accounts: AccountService) -> bytes:
 
 
 @pytest.fixture
-def services(store, accounts, notifier, delivery, alice):
+def services(store, accounts, notifier, delivery, alice, bob):
     """A Services-like object wired for in-process transcript tests (synchronous writer, fake auth)."""
     from types import SimpleNamespace
 
@@ -65,7 +65,8 @@ def services(store, accounts, notifier, delivery, alice):
     from imap_helpers import FakeAuth, InlineWriter
 
     return SimpleNamespace(store=store, writer=InlineWriter(), notifier=notifier, delivery=delivery,
-                           sessions=SessionRegistry(), auth=FakeAuth({"alice@school.example": alice}, PASSWORD))
+                           sessions=SessionRegistry(), auth=FakeAuth({"alice@school.example": alice, "bob@school.example": bob},
+                                                 PASSWORD))
 
 
 @pytest.fixture

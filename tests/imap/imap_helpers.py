@@ -56,14 +56,18 @@ class FakeAuth:
 class Conn:
     """An IMAP server connection over a StringTransport: feed client bytes, read server bytes."""
 
-    def __init__(self, services: Any, *, tls: bool = True, limits: Any = None) -> None:
+    def __init__(self, services: Any, *, tls: bool = True, limits: Any = None, factory: Any = None,
+                 clock: Any = None) -> None:
+        from twisted.internet.address import IPv4Address
         from twisted.internet.testing import StringTransport
 
         from schoolsuite.protocols.imap.protocol import IMAPFactory, ImapLimits
 
-        self.factory = IMAPFactory(services, limits or ImapLimits(), tls=None, implicit_tls=tls)
+        self.factory = factory or IMAPFactory(services, limits or ImapLimits(), tls=None, implicit_tls=tls)
         self.proto = self.factory.buildProtocol(None)
-        self.transport = StringTransport(peerAddress=None)
+        if clock is not None:
+            self.proto.callLater = clock.callLater
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.1", 40000))
         self.proto.makeConnection(self.transport)
         self.greeting = self.read()
 

@@ -9,7 +9,7 @@ from ...storage import mail
 from . import render
 from .errors import Bad, No
 from .grammar import Copy, Store
-from .ops_mailbox import _refusal
+from .ops_mailbox import _refusal, _refused
 from .session import Session
 
 _SYSTEM = {f.lower() for f in mail.SYSTEM_FLAGS}
@@ -58,7 +58,7 @@ def do_store(s: Session, cmd: Store) -> Any:
             return f"[MODIFIED {render.sequence_set(sorted(seqs)).decode()}] Conditional STORE failed"
         return "STORE completed"
 
-    return s.write(run).addCallback(done)
+    return s.write(run).addCallbacks(done, _refused)
 
 
 def do_copy(s: Session, cmd: Copy) -> Any:

@@ -197,6 +197,8 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
                 self._auth_line(line)
                 continue
             self._line(line)
+        if self._closed:
+            return
         if self._busy or len(self._buf) > self.limits.max_line * 4:
             self.transport.pauseProducing()
         else:
