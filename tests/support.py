@@ -23,6 +23,7 @@ DEBIAN_PACKAGES = {"promtool": "prometheus", "curl": "curl", "openssl": "openssl
 DEBIAN_PACKAGES.update({"swaks": "swaks", "msmtp": "msmtp"})  # SMTP clients (issue 4)
 DEBIAN_PACKAGES.update({"litmus": "litmus", "rclone": "rclone", "cadaver": "cadaver", "mount.davfs": "davfs2",
                         "script": "bsdutils"})  # WebDAV clients (issue 6)
+DEBIAN_PACKAGES.update({"vdirsyncer": "vdirsyncer", "khal": "khal"})  # CalDAV/CardDAV clients (issue 5)
 
 
 def active_listeners() -> int:

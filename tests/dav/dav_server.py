@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import http.client
+import signal
 import ssl
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from schoolsuite.instance import init_instance
 from support import LISTENERS, Instance, Running, free_port, schoolsuite_cmd, start_server
@@ -45,13 +48,31 @@ class DavServer:
     def url(self, path: str) -> str:
         return self.base + path
 
+    log: list[str] = field(default_factory=list)
+
     def start(self) -> None:
         self.run = start_server(schoolsuite_cmd("serve", "-c", str(self.instance.config)), expect=2)
+        # Keep reading the server's output: a full pipe would block the server.
+        for stream in (self.run.proc.stdout, self.run.proc.stderr):
+            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
 
-    def stop(self) -> None:
-        if self.run is not None:
-            self.run.stop()
-            self.run = None
+    def _drain(self, stream: Any) -> None:
+        for line in stream:
+            self.log.append(line)
+            del self.log[:-2000]
+
+    def stop(self) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit status."""
+        if self.run is None:
+            return 0
+        proc, self.run = self.run.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
 
     def tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.instance.cert))
