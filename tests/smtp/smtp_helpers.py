@@ -87,7 +87,8 @@ class FakeTransport:
             return self.pending.addCallback(lambda _: result)
         return defer.succeed(result)
 
-    def receive(self, account_ids: list[bytes], message: bytes) -> Any:
+    def receive(self, recipients: list[Any], message: bytes, **kw: Any) -> Any:
+        account_ids = [r.account_id for r in recipients]
         self.received.append((account_ids, message))
         return defer.succeed({a: 1 for a in account_ids})
 

@@ -212,3 +212,27 @@ def test_metrics_exposed(mailsys: MailSystem) -> None:
                  "schoolsuite_smtp_delivery_attempts_total"):
         assert name in body, name
     assert "school.example" not in body and "parents.example" not in body
+
+
+def test_mx_partial_quota_refusal_is_bounced(mailsys: MailSystem) -> None:
+    """MX mail to bob and to a full mailbox: 250, bob gets it, and a DSN (5.2.2) goes to the remote sender from <>."""
+    import subprocess
+
+    from support import schoolsuite_cmd
+
+    subprocess.run(schoolsuite_cmd("-c", str(mailsys.inst.config), "user", "add", "carol@school.example",
+                                   "--quota", "1K", "--password-stdin"), input="Carol-pw-2k4j6h8g\n", text=True,
+                   check=True, capture_output=True, timeout=60)
+    before = len(mailsys.sink.messages)
+    raw = b"From: dad@remote.example\r\nSubject: to a full mailbox\r\n\r\n" + (b"x" * 70 + b"\r\n") * 40
+    with smtplib.SMTP("127.0.0.1", mailsys.port("mx"), timeout=20) as client:
+        client.ehlo("mx.remote.example")
+        assert client.mail("dad@remote.example")[0] == 250
+        assert client.rcpt(BOB)[0] == 250 and client.rcpt("carol@school.example")[0] == 250
+        assert client.data(raw)[0] == 250
+    assert wait_for(lambda: [x for x in inbox(mailsys.inst.dir, BOB) if b"to a full mailbox" in x])
+    assert not inbox(mailsys.inst.dir, "carol@school.example")
+    got = mailsys.sink.wait(before + 1)
+    dsn = [r for r in got[before:] if b"carol@school.example" in r.data]
+    assert dsn and dsn[0].mail_from in ("", "<>") and dsn[0].rcpt_tos == ["dad@remote.example"]
+    assert b"Action: failed" in dsn[0].data and b"Status: 5.2.2" in dsn[0].data

@@ -192,6 +192,8 @@ class OutboundQueue:
                 elif outcome.permanent:
                     r.status = "failed"
                     failed.append(r)
+                    log.info("queue {queue_id}: recipient refused permanently: {reply}", queue_id=queue_id,
+                             reply=outcome.text)
             expired = now - entry.created >= self.schedule.give_up
             if expired:
                 for r in entry.pending:

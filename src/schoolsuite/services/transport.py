@@ -74,7 +74,7 @@ class MailTransport:
                                    schedule=schedule, delivery=lambda: getattr(services, "delivery", None),
                                    poll=smtp.queue_poll_seconds)
         self._started = False
-        self._inbound: list[tuple[list[bytes], bytes, defer.Deferred[dict[bytes, Any]]]] = []
+        self._inbound: list[_Inbound] = []
         self._committing = False
 
     def start(self) -> None:
@@ -171,18 +171,23 @@ class MailTransport:
 
         return self.services.writer.run(run)
 
-    def receive(self, account_ids: list[bytes], message: bytes) -> defer.Deferred[dict[bytes, Any]]:
-        """MX: one sealed copy per local recipient; fires after the commit.
+    def receive(self, recipients: list[Recipient], message: bytes, *, sender: str = "", envid: str | None = None,
+                ret: str | None = None) -> defer.Deferred[dict[bytes, Any]]:
+        """MX: one sealed copy per local recipient; fires after the commit with uid or refusal per account.
 
         Group commit: messages that arrive while a transaction is being
         committed go together into the next one (one fsync for many), and
-        each caller's Deferred fires only after that commit returned.
+        each caller's Deferred fires only after that commit returned. When
+        some recipients refuse the message (quota) and others take it, the
+        SMTP reply is 250, so a bounce to ``sender`` is queued in the same
+        transaction (RFC 5321 §6.1, RFC 3464).
         """
         delivery = getattr(self.services, "delivery", None)
         if delivery is None:
             return defer.fail(RuntimeError("no delivery service"))
         d: defer.Deferred[dict[bytes, Any]] = defer.Deferred()
-        self._inbound.append((list(dict.fromkeys(account_ids)), message, d))
+        unique = list({r.account_id: r for r in recipients if r.account_id is not None}.values())
+        self._inbound.append(_Inbound(unique, message, sender, envid, ret, d))
         if not self._committing:
             self._commit_inbound(delivery)
         return d
@@ -192,30 +197,64 @@ class MailTransport:
         self._committing = True
 
         def run() -> list[dict[bytes, Any]]:
-            parsed = [(ids, message, mime.parse(message)) for ids, message, _ in batch]
+            parsed = [(item, mime.parse(item.message)) for item in batch]
             now = time.time()
             out: list[dict[bytes, Any]] = []
             with self.store.write() as txn:
-                for ids, message, structure in parsed:
+                for item, structure in parsed:
                     results: dict[bytes, Any] = {}
-                    for account_id in ids:
+                    for r in item.recipients:
                         try:
-                            results[account_id] = delivery.deliver_sync(txn, account_id, message, internal_date=now,
-                                                                        structure=structure)
+                            results[r.account_id] = delivery.deliver_sync(txn, r.account_id, item.message,
+                                                                          internal_date=now, structure=structure)
                         except (QuotaExceeded, MailboxNotFound) as exc:  # refused before anything was written
-                            results[account_id] = exc
+                            results[r.account_id] = exc
+                    self._bounce_partial(txn, item, results, now)
                     out.append(results)
             return out
 
         def done(results: Any) -> None:
             self._committing = False
             if isinstance(results, Failure):
-                for _, _, d in batch:
-                    d.errback(results)
+                for item in batch:
+                    item.done.errback(results)
             else:
-                for (_, _, d), result in zip(batch, results):
-                    d.callback(result)
+                for item, result in zip(batch, results):
+                    item.done.callback(result)
             if self._inbound:
                 self._commit_inbound(delivery)
 
         self.services.writer.run(run).addBoth(done)
+
+    def _bounce_partial(self, txn: Any, item: "_Inbound", results: dict[bytes, Any], now: float) -> None:
+        failed = [r for r in item.recipients if isinstance(results.get(r.account_id), Exception)]
+        if not failed or len(failed) == len(item.recipients) or not item.sender:
+            return  # all refused: the SMTP reply says so; nobody to tell: nothing to do
+        if self.is_local_domain(item.sender.rpartition("@")[2]):
+            return
+        notices = []
+        for r in failed:
+            full = isinstance(results[r.account_id], QuotaExceeded)
+            q = QueuedRecipient(r.address, "failed", list(r.notify), r.orcpt, 1,
+                                "mailbox full" if full else "mailbox unavailable", self.hostname,
+                                "5.2.2" if full else "5.2.1")
+            if dsn.wants(q, "failed"):
+                notices.append(q)
+        if not notices:
+            return
+        original = QueueEntry(id="", account_id=failed[0].account_id, sender=item.sender, recipients=[],
+                              envid=item.envid, ret=item.ret, created=now)
+        report = dsn.build(self.hostname, original, item.message, notices, "failed", now=now)
+        # Owned (and sealed) by the first refusing recipient; a null sender, so never bounced itself.
+        self.queue.enqueue(txn, QueueEntry(id="", account_id=failed[0].account_id, sender="",
+                                           recipients=[QueuedRecipient(item.sender)], created=now), report)
+
+
+@dataclass
+class _Inbound:
+    recipients: list[Recipient]
+    message: bytes
+    sender: str
+    envid: str | None
+    ret: str | None
+    done: defer.Deferred[dict[bytes, Any]]

@@ -156,9 +156,10 @@ def _receive(session: Session, transaction: Transaction, data: bytes):  # type: 
         raise Refused(f"Rejected by the DMARC policy of {verdicts.from_domain}")
     ident = os.urandom(6).hex()
     data = msg.prepend(data, _received(session, transaction, ident, True), verdicts.header(settings.hostname))
-    account_ids = [r.account_id for r in transaction.recipients]
+    mail = transaction.mail
     try:
-        results = yield transport.receive(account_ids, data)
+        results = yield transport.receive(transaction.recipients, data, sender=mail.sender, envid=mail.envid,
+                                          ret=mail.ret)
     except Exception:
         raise _fault("local delivery failed") from None
     failures = [r for r in results.values() if isinstance(r, Exception)]
@@ -167,7 +168,7 @@ def _receive(session: Session, transaction: Transaction, data: bytes):  # type: 
             raise SMTPReply("Mailbox full", code=452, enhanced="4.2.2")  # RFC 3463: temporary, retry later
         raise SMTPReply("Mailbox unavailable", code=550, enhanced="5.2.1")
     if failures:
-        log.warn("MX message {ident}: {n} of {total} local recipients refused it (not bounced)",
+        log.info("MX message {ident}: {n} of {total} local recipients refused it (bounce queued)",
                  ident=ident, n=len(failures), total=len(results))
     return Reply(250, "2.0.0", f"Ok: delivered as {ident}")
 
