@@ -13,10 +13,12 @@ path or traceback reaches the client.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web import server
@@ -29,6 +31,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.util import get_rfc1123_time, parse_time_string
 from wsgidav.wsgidav_app import WsgiDAVApp
+from zope.interface import implementer
 
 from . import locks, metrics
 from .gate import REALM, FilesContext
@@ -259,6 +262,57 @@ class _Closing:
             self._on_close()
 
 
+@implementer(IPushProducer)
+class _Backpressure:
+    """Flow control for a response written from a worker thread.
+
+    Twisted's WSGI bridge writes whatever the application yields without
+    waiting for the connection: a 2 GiB GET to a slow client would sit in
+    memory. Registered on the request as a push producer, this tells the
+    worker (between two blocks) to wait while the transport's buffer is full.
+    """
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.ready.set()
+        self.stopped = False
+
+    def pauseProducing(self) -> None:
+        self.ready.clear()
+
+    def resumeProducing(self) -> None:
+        self.ready.set()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.ready.set()
+
+    def wait(self) -> None:
+        while not self.ready.wait(60.0):
+            pass
+        if self.stopped:
+            raise ConnectionError("client went away")
+
+
+class _Paced:
+    """The response iterable, yielding only while the connection can take more."""
+
+    def __init__(self, inner: Iterable[bytes], pacer: _Backpressure, done: Any) -> None:
+        self._inner, self._pacer, self._done = inner, pacer, done
+
+    def __iter__(self) -> Iterator[bytes]:
+        for block in self._inner:
+            self._pacer.wait()
+            yield block
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._inner, "close"):
+                self._inner.close()
+        finally:
+            self._done()
+
+
 class FilesResource(WSGIResource):
     """``/files/``: FilesApp in its own thread pool, with the body gate for the site."""
 
@@ -274,10 +328,23 @@ class FilesResource(WSGIResource):
         ctx = getattr(request, "body_context", {}).get("files")
         app = self.files_app
         raw_uri = request.uri.decode("latin-1")
+        pacer = _Backpressure()
+        request.registerProducer(pacer, True)
+        reactor = self._reactor
+
+        def unregister() -> None:
+            # Queued before the bridge's finish() (callFromThread is FIFO): the channel must be free
+            # of our producer when the next request on this connection registers its own.
+            reactor.callFromThread(request.unregisterProducer)
 
         def bound(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             environ["REQUEST_URI"] = raw_uri  # the path as sent, for paths.py
-            return app(ctx, environ, start_response)
+            try:
+                result = app(ctx, environ, start_response)
+            except BaseException:
+                unregister()
+                raise
+            return _Paced(result, pacer, unregister)
 
         # Twisted's own WSGIResource.render, with the request's authenticated user bound in.
         response = _WSGIResponse(self._reactor, self._threadpool, bound, request)
