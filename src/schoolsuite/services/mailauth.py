@@ -4,15 +4,17 @@ SPF (RFC 7208) through pyspf, DKIM (RFC 6376) and ARC (RFC 8617) through
 dkimpy, DMARC (RFC 7489) evaluated here from those results. Everything is
 blocking (DNS, RSA): call :meth:`MailAuthenticator.check` in a thread.
 
-Organizational domains (RFC 7489 §3.2) need the Public Suffix List, which
-this machine does not ship; :func:`organizational_domain` approximates it
-with the registrable-domain rule for common second-level suffixes.
+Organizational domains (RFC 7489 §3.2) come from Debian's Public Suffix
+List (package ``publicsuffix``) when it is installed, else from an
+approximation for common country-code second-level suffixes.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dkim
 import dkim.util
@@ -20,16 +22,58 @@ import spf
 
 from .resolver import DNSTempError, MailDNS
 
-# Second-level labels under country codes that act as public suffixes (co.uk, com.au, ...).
+PUBLIC_SUFFIX_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")  # Debian package publicsuffix
+# Without the list: second-level labels under country codes that act as public suffixes (co.uk, com.au, ...).
 _SECOND_LEVEL = frozenset({"co", "com", "net", "org", "ac", "gov", "edu", "sch", "ltd", "plc", "ne", "or", "go"})
 
 
+@functools.lru_cache(maxsize=1)
+def _suffix_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+    """(rules, wildcard parents, exceptions) of the Public Suffix List, or None without it."""
+    try:
+        text = PUBLIC_SUFFIX_LIST.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    rules, wildcards, exceptions = set(), set(), set()
+    for line in text.splitlines():
+        rule = line.strip().split(" ", 1)[0].lower()
+        if not rule or rule.startswith("//"):
+            continue
+        rule = rule.encode("idna").decode("ascii") if not rule.isascii() and "*" not in rule else rule
+        if rule.startswith("!"):
+            exceptions.add(rule[1:])
+        elif rule.startswith("*."):
+            wildcards.add(rule[2:])
+        else:
+            rules.add(rule)
+    return frozenset(rules), frozenset(wildcards), frozenset(exceptions)
+
+
+def _public_suffix_length(labels: list[str]) -> int:
+    """How many trailing labels form the public suffix (PSL algorithm; the implicit rule is "*")."""
+    table = _suffix_rules()
+    if table is None:
+        if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
+            return 2
+        return 1
+    rules, wildcards, exceptions = table
+    best = 1
+    for n in range(1, len(labels) + 1):
+        name = ".".join(labels[-n:])
+        if name in exceptions:
+            return n - 1
+        if name in rules:
+            best = max(best, n)
+        if n < len(labels) and name in wildcards:
+            best = max(best, n + 1)
+    return best
+
+
 def organizational_domain(domain: str) -> str:
-    """RFC 7489 §3.2 approximated: one label below the public suffix."""
+    """RFC 7489 §3.2: the public suffix plus one label (Debian's Public Suffix List when installed)."""
     labels = domain.lower().rstrip(".").split(".")
-    if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
+    keep = min(len(labels), _public_suffix_length(labels) + 1)
+    return ".".join(labels[-keep:])
 
 
 def aligned(a: str, b: str, mode: str) -> bool:
