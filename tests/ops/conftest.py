@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,29 @@ def listening_count() -> int:
 
 
 def serve(inst: Instance) -> Running:
-    return start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=listening_count())
+    """``schoolsuite serve`` with its log drained in the background (a full pipe would block the reactor)."""
+    run = start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=listening_count())
+    stdout = run.proc.stdout
+    assert stdout is not None
+    drain = threading.Thread(target=lambda: run.head.extend(iter(stdout.readline, "")), daemon=True)
+    drain.start()
+
+    def stop(timeout: float = 20) -> int:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+        try:
+            run.proc.wait(timeout)
+        finally:
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+        drain.join(5)
+        run.out = "".join(run.head)
+        run.err = run.proc.stderr.read() if run.proc.stderr is not None else ""
+        return run.proc.returncode
+
+    run.stop = stop  # type: ignore[method-assign]
+    return run
 
 
 def new_instance(root: Path) -> Instance:
