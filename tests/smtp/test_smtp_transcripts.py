@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import re
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 
 from smtp_helpers import ALICE, BOB, Conn, make_settings, plain
@@ -311,3 +314,21 @@ def test_idle_timeout_closes() -> None:
     assert c.take() == "" and not c.closed
     settings.reactor.advance(2)
     assert c.take().startswith("421 4.4.2") and c.closed
+
+
+_SESSION_SEEDS = [b"EHLO x\r\n", b"MAIL FROM:<p@parents.example>\r\n", b"RCPT TO:<bob@school.example>\r\n",
+                  b"DATA\r\n", b"Subject: x\r\n\r\nbody\r\n.\r\n", b"BDAT 5 LAST\r\nhello", b"RSET\r\n",
+                  b"STARTTLS\r\n", b"AUTH PLAIN AGFAYgBj\r\n", b"\n.\n", b"\r\n.\r\n", b"NOOP\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_SESSION_SEEDS), st.binary(max_size=30)), max_size=12),
+       st.sampled_from(["mx", "submission"]))
+def test_fuzz_sessions_answer_only_with_replies(chunks: list[bytes], mode: str) -> None:
+    """Any byte stream (real commands mixed with noise) gets only well-formed replies, never a server fault."""
+    c = Conn(make_settings(mode))
+    out = "".join(c.send(chunk) for chunk in chunks)
+    for line in out.split("\r\n")[:-1]:
+        assert re.match(r"^[2345]\d\d[ -]", line), line
+    assert "incident" not in out
+    assert c.settings.transport.received == [] or all(b"\r\n" in m for _, m in c.settings.transport.received)
