@@ -116,7 +116,7 @@ def dns_records(config: Any, dkim_record: tuple[str, str] | None, mta_sts_id: st
         chunks = " ".join(f'"{value[i:i + 250]}"' for i in range(0, len(value), 250))
         lines.append(f"{name}.\t3600\tIN\tTXT\t( {chunks} )")
     else:
-        lines.append(f"; no DKIM key for {domain} in the store yet: create one, then run dns-records again")
+        lines.append(f"; no DKIM key for {domain} yet: run 'schoolsuite dkim generate {domain}', then dns-records again")
     lines += ["", "; What receivers do with mail failing SPF and DKIM (RFC 7489 §6.3)",
               f'_dmarc.{domain}.\t3600\tIN\tTXT\t"v=DMARC1; p=quarantine; adkim=s; aspf=s; rua=mailto:postmaster@{domain}"',
               "", "; MTA-STS (RFC 8461 §3.1): the policy is served at "
