@@ -133,6 +133,19 @@ class DavConfig:
     school_directory: bool = _opt(True, "Offer every account the read-only school directory address book.")
 
 
+@dataclass
+class WebDAVConfig:
+    """[webdav]"""
+
+    max_upload_size: int = _opt(10 << 30, "Largest file one PUT to /files/ may upload (413 before the body).",
+                                kind="size")
+    block_size: int = _opt(1 << 20, "Bytes WsgiDAV reads and writes per step (1M measured best: "
+                                    "benchmarks/webdav_vs_wsgidav.py).", kind="size", min=4096)
+    threads: int = _opt(16, "Threads answering WebDAV requests (their own pool, not the reactor's).", min=1)
+    auth_cache_seconds: float = _opt(60.0, "How long a verified Authorization header is remembered, so that "
+                                           "clients sending it with every request cost one password check.", min=0)
+
+
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!SHA1"
 
 
@@ -231,6 +244,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     dav: DavConfig = field(default_factory=DavConfig)
+    webdav: WebDAVConfig = field(default_factory=WebDAVConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     listeners: ListenersConfig = field(default_factory=ListenersConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)

@@ -122,3 +122,14 @@ def test_errors_leak_no_internals(alice: Dav) -> None:
         text = r.body.decode("utf-8", "replace") + str(r.headers)
         for leak in ("WsgiDAV", "wsgidav", "Traceback", "Twisted", "/tmp", "site-packages"):
             assert leak not in text, (r.status, leak)
+
+
+def test_access_log_names_no_file(files_server: FilesServer, alice: Dav) -> None:
+    """The access log shows the mount, not the file, folder or user names below it."""
+    import time
+
+    alice.put("Zeugnis-Entwurf-Mueller.txt", b"grades")
+    time.sleep(0.5)
+    log = (files_server.dir.parent / "server.log").read_text()
+    assert '"PUT /files/... HTTP/1.1" 201' in log
+    assert "Zeugnis-Entwurf-Mueller" not in log and "alice@school.example/" not in log

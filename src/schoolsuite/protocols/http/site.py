@@ -206,9 +206,21 @@ class Root(resource.Resource):
         return super().getChildWithDefault(path, request)
 
 
+def private_log_line(timestamp: str, request: server.Request) -> str:
+    """An access-log line without the path below the mount: file, folder and user names stay out of logs."""
+    path = (request.uri or b"").split(b"?", 1)[0]
+    mount = path.split(b"/")[1] if path.count(b"/") >= 1 else b""
+    shown = (b"/" + mount + (b"/..." if path.rstrip(b"/") != b"/" + mount else b"/")) if mount else b"/"
+    ip = getattr(request.getClientAddress(), "host", "-")
+    method = request.method.decode("ascii", "replace")
+    length = request.sentLength or "-"
+    return (f'"{ip}" - - {timestamp} "{method} {shown.decode("latin-1")} '
+            f'{request.clientproto.decode("ascii", "replace")}" {request.code} {length}')
+
+
 def make_site(root: resource.Resource | None = None, limits: BodyLimits | None = None) -> server.Site:
-    """A Site over ``root`` (default: a fresh :class:`Root`) that never shows tracebacks."""
-    site = server.Site(root if root is not None else Root(), requestFactory=Request)
+    """A Site over ``root`` (default: a fresh :class:`Root`) that never shows tracebacks nor logs file names."""
+    site = server.Site(root if root is not None else Root(), requestFactory=Request, logFormatter=private_log_line)
     site.body_limits = limits or BodyLimits()
     site.displayTracebacks = False
     site.noisy = False
