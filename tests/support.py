@@ -24,6 +24,7 @@ DEBIAN_PACKAGES.update({"swaks": "swaks", "msmtp": "msmtp"})  # SMTP clients (is
 DEBIAN_PACKAGES.update({"litmus": "litmus", "rclone": "rclone", "cadaver": "cadaver", "mount.davfs": "davfs2",
                         "script": "bsdutils"})  # WebDAV clients (issue 6)
 DEBIAN_PACKAGES.update({"vdirsyncer": "vdirsyncer", "khal": "khal"})  # CalDAV/CardDAV clients (issue 5)
+DEBIAN_PACKAGES.update({"systemd-analyze": "systemd", "named-checkzone": "bind9-utils"})  # operations (issue 7)
 
 
 def active_listeners() -> int:
