@@ -86,3 +86,15 @@ def test_group_errors(served: Served) -> None:
     scim_error(c.request("POST", f"{BASE}/Groups", {"schemas": [GROUP], "displayName": "Temp"}), 409, "uniqueness")
     assert c.request("DELETE", f"{BASE}/Groups/{gid}").status == 204
     scim_error(c.request("GET", f"{BASE}/Groups/{gid}"), 404)
+
+
+def test_azure_style_member_removal(served: Served, groups: GroupService) -> None:
+    """PATCH remove with path "members" and a value list removes only those members (Azure AD's form)."""
+    a, b, c_id = _users(served, "za", "zb", "zc")
+    c = served.client()
+    gid = c.request("POST", f"{BASE}/Groups", {"schemas": [GROUP], "displayName": "Azure",
+                                               "members": [{"value": a}, {"value": b}, {"value": c_id}]}).json["id"]
+    reply = c.patch("Groups", gid, {"op": "Remove", "path": "members", "value": [{"value": a}, {"value": c_id}]})
+    assert reply.status == 200, reply.raw
+    assert [m["value"] for m in reply.json["members"]] == [b]
+    assert [x.hex() for x in groups.expand("azure@school.example")] == [b]

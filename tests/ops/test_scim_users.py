@@ -210,3 +210,12 @@ def test_discovery_documents(served: Served) -> None:
     one = c.request("GET", f"{BASE}/Schemas/{USER}").json
     assert "userName" in [a["name"] for a in one["attributes"]]
     assert PATCH not in schemas
+
+
+def test_patch_active_as_string(served: Served) -> None:
+    """Azure AD's PATCH {"op": "Replace", "path": "active", "value": "False"} disables the user."""
+    c = served.client()
+    uid = c.create_user("azure.user@school.example").json["id"]
+    reply = c.patch("Users", uid, {"op": "Replace", "path": "active", "value": "False"})
+    assert reply.status == 200 and reply.json["active"] is False
+    scim_error(c.patch("Users", uid, {"op": "replace", "path": "active", "value": "nope"}), 400, "invalidValue")

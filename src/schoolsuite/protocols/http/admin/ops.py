@@ -169,9 +169,6 @@ def users(scim: Scim, call: Call) -> defer.Deferred[Reply]:
         d = scim.writer.run(prov.delete_user, account_id, call.actor, _if_match(call, render))
         return d.addCallbacks(lambda _: Reply(204), _refused)
     if call.method == "PUT":
-        if not isinstance(call.body, dict) or "userName" not in {k for k in call.body} and not any(
-                k.lower() == "username" for k in call.body):
-            raise invalid("userName is required", "invalidSyntax")
         return _store_user(scim, call, account_id, call.body, "user.replace")
     if call.method == "PATCH":
         ops = resources.parse_patch(call.body)

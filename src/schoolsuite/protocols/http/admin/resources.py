@@ -94,6 +94,8 @@ def _check(kind: Any, value: Any, where: str) -> Any:
         return [canonicalize(v, kind[0], where + ".") for v in value]
     if isinstance(kind, dict):
         return canonicalize(value, kind, where + ".")
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"  # Azure AD sends "False" in PATCH; RFC 7643 §2.3.2 wants JSON booleans
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise invalid(f"{where} must be an integer", "invalidValue")
     if kind is not int and not isinstance(value, kind):
@@ -291,7 +293,13 @@ def apply_patch(doc: dict[str, Any], ops: list[tuple[str, Path | None, Any]], sc
         holder, name = _target(doc, path, schema, core)
         kind = schema.get(name) if holder is doc else None
         if path.value_filter is None:
-            if op == "remove":
+            if op == "remove" and isinstance(kind, list) and value is not None:
+                # Azure AD style: remove the listed values only ({"value": id} entries).
+                gone = {lookup(v, "value") if isinstance(v, dict) else v
+                        for v in (value if isinstance(value, list) else [value])}
+                holder[name] = [e for e in holder.get(name) or []
+                                if not (isinstance(e, dict) and lookup(e, "value") in gone)]
+            elif op == "remove":
                 holder.pop(name, None)
             elif op == "add" and isinstance(kind, list):
                 items = value if isinstance(value, list) else [value]
