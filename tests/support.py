@@ -20,6 +20,7 @@ LISTENERS = ("imap", "imaps", "submission", "submissions", "mx", "https", "metri
 
 # Debian package that ships each client program the tests may use.
 DEBIAN_PACKAGES = {"promtool": "prometheus", "curl": "curl", "openssl": "openssl"}
+DEBIAN_PACKAGES.update({"mbsync": "isync", "offlineimap": "offlineimap"})  # IMAP issue
 DEBIAN_PACKAGES.update({"swaks": "swaks", "msmtp": "msmtp"})  # SMTP clients (issue 4)
 DEBIAN_PACKAGES.update({"litmus": "litmus", "rclone": "rclone", "cadaver": "cadaver", "mount.davfs": "davfs2",
                         "script": "bsdutils"})  # WebDAV clients (issue 6)
