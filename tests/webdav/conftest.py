@@ -47,7 +47,7 @@ def start_files_server(base: Path, env: dict[str, str] | None = None) -> tuple[F
     for stream in (run.proc.stdout, run.proc.stderr):  # keep the server's log pipes from filling up
         threading.Thread(target=_drain, args=(stream, base / "server.log"), daemon=True).start()
     server = FilesServer(inst.dir, inst.ports["https"], inst.cert, run.proc.pid, temp, inst.dir / "data",
-                         app_password)
+                         app_password, inst.ports["metrics"])
     return server, run.proc
 
 

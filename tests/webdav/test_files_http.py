@@ -167,3 +167,68 @@ def test_new_account_has_empty_file_space(files_server: FilesServer) -> None:
     carol = files_server.client("carol@school.example")
     r = carol.propfind("", "1")
     assert r.status == 207 and r.hrefs() == ["/files/carol@school.example/"]
+
+
+def test_metrics(files_server: FilesServer, alice: Dav, unique: str) -> None:
+    """Prometheus: requests by method and status, bytes in and out, latency, stored bytes; no names as labels."""
+    import http.client
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        conn = http.client.HTTPConnection("127.0.0.1", files_server.metrics_port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        assert "alice" not in text and unique not in text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples
+                if s.name.startswith("schoolsuite_webdav_")}
+
+    before = scrape()
+    alice.mkcol(unique)
+    alice.put(f"{unique}/m.bin", b"m" * 5000)
+    alice.get(f"{unique}/m.bin")
+    alice.get(f"{unique}/none")
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("schoolsuite_webdav_requests_total", method="PUT", status="201") == 1
+    assert delta("schoolsuite_webdav_requests_total", method="GET", status="404") == 1
+    assert delta("schoolsuite_webdav_bytes_total", direction="in") == 5000
+    assert delta("schoolsuite_webdav_bytes_total", direction="out") == 5000
+    assert delta("schoolsuite_webdav_request_seconds_count", method="GET") == 2
+    assert delta("schoolsuite_webdav_stored_bytes") == 5000
+
+
+def test_slow_reader_does_not_fill_server_memory(files_server: FilesServer, alice: Dav, unique: str) -> None:
+    """A GET read slowly is paced by the connection: the server does not buffer the file in memory."""
+    import http.client
+    import ssl
+    import time
+    from pathlib import Path
+
+    def rss_anon_mb() -> float:
+        for line in Path(f"/proc/{files_server.pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    alice.mkcol(unique)
+    block = os.urandom(1 << 20)
+    assert alice.request("PUT", f"{unique}/big.bin", (block for _ in range(96)),
+                         {"Content-Length": str(96 << 20)}).status == 201
+    ctx = ssl.create_default_context(cafile=str(files_server.cert))
+    conn = http.client.HTTPSConnection("localhost", files_server.port, context=ctx, timeout=30)
+    conn.request("GET", alice.home(f"{unique}/big.bin"), headers=alice.auth_headers())
+    resp = conn.getresponse()
+    base = rss_anon_mb()
+    resp.read(1 << 20)
+    time.sleep(1.5)  # the server could have produced all 96 MiB by now if it did not wait for us
+    grown = rss_anon_mb() - base
+    conn.close()  # and going away mid-response leaves the server fine
+    assert grown < 40, f"server grew by {grown:.0f} MB while the client did not read"
+    assert alice.get(f"{unique}/big.bin", Range="bytes=0-9").status == 206

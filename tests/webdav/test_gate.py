@@ -29,7 +29,7 @@ class FakeAuth:
 
         with self.store.read() as txn:
             account = find_account(txn, address)
-        if account is None or secret != "pw":
+        if account is None or secret != "pw" or not account.active:
             return defer.fail(AuthFailed("failed"))
         return defer.succeed(Principal(account.id, account.address, "password"))
 
@@ -117,3 +117,12 @@ def test_traversal_400_before_auth(gate: FilesGate) -> None:
     """A traversing path is 400 before credentials are even looked at."""
     r = decide(gate, head(b"GET", b"/files/ann@school.example/%2e%2e/ben@school.example/", user=None))
     assert r.status == 400 and gate._services.auth.calls == 0
+
+
+def test_disabled_account_not_served_from_cache(gate: FilesGate, tmp_path: Path) -> None:
+    """A cached login stops working as soon as the account is disabled (even by another process)."""
+    assert isinstance(decide(gate, head(b"GET", b"/files/ann@school.example/")), Accept)
+    AccountService(gate._store).set_active("ann@school.example", False)
+    r = decide(gate, head(b"GET", b"/files/ann@school.example/"))
+    assert isinstance(r, Reject) and r.status == 401
+    assert gate._services.auth.calls == 2  # the cached login was dropped and checked again

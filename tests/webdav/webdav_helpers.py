@@ -41,6 +41,7 @@ class FilesServer:
     temp_dir: Path
     data_dir: Path
     app_password: str = ""
+    metrics_port: int = 0
     users: dict[str, str] = field(default_factory=dict)
 
     def client(self, user: str = "alice@school.example", password: str | None = None, *,

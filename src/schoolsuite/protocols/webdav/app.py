@@ -33,6 +33,7 @@ from wsgidav.util import get_rfc1123_time, parse_time_string
 from wsgidav.wsgidav_app import WsgiDAVApp
 from zope.interface import implementer
 
+from ...storage import NotFound
 from . import locks, metrics
 from .gate import REALM, FilesContext
 from .paths import PathError, parse_destination, parse_request_path
@@ -101,6 +102,14 @@ class ErrorMapper(BaseMiddleware):
             headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
             headers += list(e.add_headers or [])
             start_response(status, headers)
+            yield body
+        except NotFound:
+            # The content or the account went away under the request (deleted meanwhile).
+            if started:
+                raise
+            body = b"404 Not Found\n"
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
+                                             ("Content-Length", str(len(body)))])
             yield body
         except Exception:
             if started:
@@ -287,11 +296,11 @@ class _Backpressure:
         self.stopped = True
         self.ready.set()
 
-    def wait(self) -> None:
+    def wait(self) -> bool:
+        """Block until the connection can take more; False if the client went away."""
         while not self.ready.wait(60.0):
             pass
-        if self.stopped:
-            raise ConnectionError("client went away")
+        return not self.stopped
 
 
 class _Paced:
@@ -302,7 +311,8 @@ class _Paced:
 
     def __iter__(self) -> Iterator[bytes]:
         for block in self._inner:
-            self._pacer.wait()
+            if not self._pacer.wait():
+                return  # the client went away: stop reading content for it
             yield block
 
     def close(self) -> None:

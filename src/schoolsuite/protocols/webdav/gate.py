@@ -149,8 +149,10 @@ class FilesGate:
         key = self._cache.key(header)
         now = time.monotonic()
         cached = self._cache.get(key, now)
-        if cached is not None:
+        if cached is not None and self._still_active(cached.account_id):
             return self._decide(head, path, cached)
+        if cached is not None:
+            self._cache.forget(cached.account_id)  # deleted or disabled (maybe by another process)
         d = self._services.auth.authenticate(creds[0], creds[1], head.client, "webdav")
 
         def ok(principal: Principal) -> Accept | Reject:
@@ -183,6 +185,11 @@ class FilesGate:
         if available is not None and (available <= 0 or (head.length or 0) > available):
             return _reject(507, "your file space is full")  # RFC 4918 §9.7.1 / RFC 4331
         return Accept(max_body=self._max_upload, stream=True, context=context)
+
+    def _still_active(self, account_id: bytes) -> bool:
+        with self._store.read() as txn:
+            account = directory.get_account(txn, account_id)
+        return account is not None and account.active
 
     def available(self, account_id: bytes) -> int | None:
         """Bytes the account may still store (None: no quota)."""
