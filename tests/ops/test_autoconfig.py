@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import plistlib
+import subprocess
+from typing import Any
 import re
 import xml.etree.ElementTree as ET
 
 from conftest import Served
 from ops_helpers import Client
+from support import require_program
 from schoolsuite.config import Config
 from schoolsuite.protocols.http.autoconfig import thunderbird_xml
 from schoolsuite.services.clientsetup import client_setup
@@ -87,7 +90,7 @@ def test_thunderbird_config_follows_listeners() -> None:
 
 
 def test_apple_profile_for_logged_in_user(served: Served) -> None:
-    """The .mobileconfig needs the user's password; it parses with plistlib and sets up mail, CalDAV, CardDAV."""
+    """The .mobileconfig needs the password, is signed with the server certificate, and sets up mail, CalDAV, CardDAV."""
     inst = served.instance
     assert served.client().create_user("ios@school.example", password=PASSWORD,
                                        displayName="Io S").status == 201
@@ -97,7 +100,7 @@ def test_apple_profile_for_logged_in_user(served: Served) -> None:
     assert Client(inst, basic=("ios@school.example", "wrong password!")).request("GET", path).status == 401
     reply = Client(inst, basic=("ios@school.example", PASSWORD)).request("GET", path)
     assert reply.status == 200 and reply.headers["content-type"] == "application/x-apple-aspen-config"
-    profile = plistlib.loads(reply.raw)
+    profile = plistlib.loads(_verified(inst, reply.raw))
     assert profile["PayloadType"] == "Configuration" and profile["PayloadVersion"] == 1
     payloads = {p["PayloadType"]: p for p in profile["PayloadContent"]}
     assert set(payloads) == {"com.apple.mail.managed", "com.apple.caldav.account", "com.apple.carddav.account"}
@@ -111,6 +114,21 @@ def test_apple_profile_for_logged_in_user(served: Served) -> None:
     uuids = [p["PayloadUUID"] for p in profile["PayloadContent"]] + [profile["PayloadUUID"]]
     assert len(set(uuids)) == len(uuids)
     assert PASSWORD.encode() not in reply.raw
+
+
+def _verified(inst: Any, signed: bytes) -> bytes:
+    """The profile inside the CMS signature, verified by openssl against the server's certificate."""
+    openssl = require_program("openssl")
+    proc = subprocess.run([openssl, "cms", "-verify", "-inform", "DER", "-CAfile", str(inst.cert),
+                           "-purpose", "any"], input=signed, capture_output=True, timeout=60)
+    assert proc.returncode == 0 and b"Verification successful" in proc.stderr, proc.stderr
+    tampered = bytearray(signed)
+    at = signed.index(b"<plist")
+    tampered[at + 20] ^= 1
+    bad = subprocess.run([openssl, "cms", "-verify", "-inform", "DER", "-CAfile", str(inst.cert),
+                          "-purpose", "any"], input=bytes(tampered), capture_output=True, timeout=60)
+    assert bad.returncode != 0
+    return proc.stdout
 
 
 def test_disabled_user_gets_no_profile(served: Served) -> None:
@@ -130,3 +148,14 @@ def test_mta_sts_policy(served: Served) -> None:
     reply = Client(served.instance).request("GET", "/.well-known/mta-sts.txt")
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
     assert reply.raw.split(b"\r\n")[:3] == [b"version: STSv1", b"mode: enforce", b"mx: localhost"]
+
+
+def test_password_set_later_by_patch(served: Served) -> None:
+    """An account created without a password cannot log in until the portal PATCHes one."""
+    c = served.client()
+    uid = c.create_user("later@school.example").json["id"]
+    basic = ("later@school.example", PASSWORD)
+    assert Client(served.instance, basic=basic).request("GET", "/autoconfig/apple.mobileconfig").status == 401
+    reply = c.patch("Users", uid, {"op": "add", "path": "password", "value": PASSWORD})
+    assert reply.status == 200 and "password" not in reply.json
+    assert Client(served.instance, basic=basic).request("GET", "/autoconfig/apple.mobileconfig").status == 200

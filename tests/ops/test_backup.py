@@ -198,3 +198,18 @@ def test_backup_under_load_has_everything_acknowledged_before(tmp_path: Path) ->
     finally:
         run2.stop()
     assert load_config(twin.config).paths.data_dir.exists()
+
+
+def test_restore_refuses_while_the_server_runs(tmp_path: Path) -> None:
+    """restore --replace into an instance whose server is running is refused; the running store stays."""
+    inst = new_instance(tmp_path / "a")
+    dest = tmp_path / "backup"
+    _backup(inst, dest)
+    run = serve(inst)
+    try:
+        proc = cli(inst, "restore", str(dest), str(inst.dir), "--replace")
+        assert proc.returncode == 2 and "is the server running" in proc.stderr, proc.stderr
+        assert not list(inst.dir.glob("data.before-restore-*"))
+    finally:
+        assert run.stop() == 0
+    assert cli(inst, "restore", str(dest), str(inst.dir), "--replace").returncode == 0

@@ -12,6 +12,7 @@ Layout of a backup directory: ``data.mdb`` (the copy) and
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -93,6 +94,28 @@ def check_backup(src: Path) -> dict[str, object]:
     return manifest
 
 
+def store_in_use(data_dir: Path) -> bool:
+    """Whether a process has the store open (without opening it).
+
+    Every process that opens an LMDB environment holds a shared lock on the
+    first byte of ``lock.mdb`` for as long as it has it open; an exclusive
+    try-lock on that byte therefore fails exactly when another process uses it.
+    """
+    try:
+        fd = os.open(Path(data_dir) / "lock.mdb", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+        return False
+    finally:
+        os.close(fd)
+
+
 def restore(src: Path, data_dir: Path, master_key: bytes, map_size: int, *, replace: bool = False) -> Path | None:
     """Bring backup ``src`` back as the store in ``data_dir``.
 
@@ -104,6 +127,8 @@ def restore(src: Path, data_dir: Path, master_key: bytes, map_size: int, *, repl
     """
     check_backup(src)
     data_dir = Path(data_dir)
+    if store_in_use(data_dir):
+        raise BackupError(f"the store in {data_dir} is open (is the server running?); stop it before restoring")
     kept = None
     occupied = data_dir.exists() and any(p.name != "lock.mdb" for p in data_dir.iterdir())
     if occupied and not replace:

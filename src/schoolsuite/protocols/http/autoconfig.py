@@ -112,6 +112,28 @@ def mobileconfig(setup: ClientSetup, address: str, name: str) -> bytes:
     return plistlib.dumps(profile, fmt=plistlib.FMT_XML)
 
 
+class ProfileSigner:
+    """Signs profiles as CMS SignedData (DER) with the server's TLS certificate, so that iOS and
+    macOS show the profile as verified when the certificate comes from a trusted CA."""
+
+    def __init__(self, cert_file: Any, key_file: Any) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        self._chain = x509.load_pem_x509_certificates(open(cert_file, "rb").read())
+        self._key = serialization.load_pem_private_key(open(key_file, "rb").read(), password=None)
+
+    def sign(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.serialization import pkcs7
+
+        builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(
+            self._chain[0], self._key, hashes.SHA256())  # type: ignore[arg-type]
+        for extra in self._chain[1:]:
+            builder = builder.add_certificate(extra)
+        return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+
+
 class ThunderbirdConfig(resource.Resource):
     """``config-v1.1.xml``: the same document for everyone (``?emailaddress=`` is not needed)."""
 
@@ -138,11 +160,12 @@ class AppleProfile(resource.Resource):
     isLeaf = True
     REALM = b'Basic realm="schoolsuite", charset="UTF-8"'
 
-    def __init__(self, setup: ClientSetup, auth: Any, accounts: Any) -> None:
+    def __init__(self, setup: ClientSetup, auth: Any, accounts: Any, signer: ProfileSigner | None = None) -> None:
         super().__init__()
         self._setup = setup
         self._auth = auth
         self._accounts = accounts
+        self._signer = signer
 
     def render_GET(self, request: server.Request) -> Any:
         credentials = _basic(request.getHeader(b"authorization"))
@@ -153,6 +176,8 @@ class AppleProfile(resource.Resource):
 
         def ok(principal: Any) -> None:
             body = mobileconfig(self._setup, principal.address, self._name(principal.address))
+            if self._signer is not None:
+                body = self._signer.sign(body)
             request.setHeader(b"Content-Type", MOBILECONFIG_TYPE)
             request.setHeader(b"Content-Disposition", b'attachment; filename="schoolsuite.mobileconfig"')
             request.setHeader(b"Cache-Control", b"no-store")
@@ -226,7 +251,15 @@ def _mail(ctx: Any) -> resource.Resource:
 
 def _apple(ctx: Any) -> resource.Resource:
     folder = resource.Resource()
-    folder.putChild(b"apple.mobileconfig", AppleProfile(client_setup(ctx.config), ctx.services.auth, ctx.services.accounts))
+    try:
+        signer: ProfileSigner | None = ProfileSigner(ctx.config.paths.tls_cert_file, ctx.config.paths.tls_key_file)
+    except (OSError, ValueError, TypeError) as exc:  # serve unsigned profiles rather than none
+        from twisted.logger import Logger
+
+        Logger(namespace="schoolsuite.autoconfig").warn("profiles are not signed: {error}", error=str(exc))
+        signer = None
+    profile = AppleProfile(client_setup(ctx.config), ctx.services.auth, ctx.services.accounts, signer)
+    folder.putChild(b"apple.mobileconfig", profile)
     return folder
 
 
