@@ -64,9 +64,11 @@ def services(store, accounts, notifier, delivery, alice, bob):
 
     from imap_helpers import FakeAuth, InlineWriter
 
+    from schoolsuite.services.cred import SchoolsuiteRealm, make_portal
+
+    auth = FakeAuth({"alice@school.example": alice, "bob@school.example": bob}, PASSWORD)
     return SimpleNamespace(store=store, writer=InlineWriter(), notifier=notifier, delivery=delivery,
-                           sessions=SessionRegistry(), auth=FakeAuth({"alice@school.example": alice, "bob@school.example": bob},
-                                                 PASSWORD))
+                           sessions=SessionRegistry(), auth=auth, portal=make_portal(auth, SchoolsuiteRealm()))
 
 
 @pytest.fixture

@@ -73,24 +73,23 @@ def plain_credentials(data: bytes) -> tuple[str, str]:
 
 
 def login(s: Session, user: str, password: str, close: Any) -> defer.Deferred[str]:
-    """Check the credentials with the auth service and enter the authenticated state."""
-    from ...services.auth import AuthFailed
+    """Log in through the twisted.cred portal (the auth service checks) and enter the authenticated state."""
+    from ...services.cred import ClientCredentials, IAccount, LoginRefused
 
     limits = s.limits
 
-    def ok(principal: Any) -> str:
+    def ok(result: Any) -> str:
+        _interface, principal, _logout = result
         if s.services.sessions.count(principal.account_id) >= limits.max_connections_per_account:
             raise No("Too many connections for this account", "LIMIT")
         s.logged_in(principal.account_id, principal.address, close)
         return "LOGIN"
 
     def failed(failure: Any) -> Any:
-        failure.trap(AuthFailed)
-        reason = failure.value.reason
-        if reason in ("throttled", "blocked"):
+        failure.trap(LoginRefused)
+        if failure.value.reason in ("throttled", "blocked"):
             raise No("Too many failed attempts; try again later", "UNAVAILABLE")
         raise No("Authentication failed", "AUTHENTICATIONFAILED")
 
-    d = s.services.auth.authenticate(user, password, s.client_address, "imap")
-    return d.addCallbacks(ok, failed)
-
+    credentials = ClientCredentials(user, password, s.client_address, "imap")
+    return s.services.portal.login(credentials, None, IAccount).addCallbacks(ok, failed)
