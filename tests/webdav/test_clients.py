@@ -34,11 +34,13 @@ def test_windows_options_before_login(files_server: FilesServer) -> None:
 
 
 def test_windows_propfind_mount_point_and_root(alice: Dav) -> None:
-    """Windows mini-redirector: PROPFIND Depth 0 on the mount point without a slash, and on /files/, give 207."""
+    """Windows mini-redirector: PROPFIND Depth 0 on the mount point without a slash, on /files/ and on / give 207."""
     ua = {"User-Agent": WINDOWS_UA}
     r = alice.request("PROPFIND", "/files/alice@school.example", headers={"Depth": "0", **ua})
     assert r.status == 207 and r.hrefs() == ["/files/alice@school.example/"]
     assert alice.request("PROPFIND", "/files/", headers={"Depth": "0", **ua}).status == 207
+    # The site root "/" too (answered by the DAV discovery of protocols/dav for every DAV client).
+    assert alice.request("PROPFIND", "/", headers={"Depth": "0", **ua}).status == 207
     assert alice.request("OPTIONS", "/files/alice@school.example/", headers=ua).header("ms-author-via") == "DAV"
 
 

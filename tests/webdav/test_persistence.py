@@ -1,0 +1,60 @@
+"""What /files/ keeps in the store survives a restart: content, dead properties, locks; CLI-made accounts work."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import start_files_server
+from support import schoolsuite_cmd
+from webdav_helpers import LOCK_BODY, PASSWORD
+
+
+def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_restart_keeps_content_properties_and_locks(tmp_path: Path) -> None:
+    """After `serve` restarts on the same instance, the file, its dead property and its lock are all still there."""
+    server, proc = start_files_server(tmp_path / "a")
+    try:
+        dav = server.client()
+        dav.put("kept.txt", b"still here")
+        patch = (b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop>'
+                 b'<Z:tag>restart-proof</Z:tag></D:prop></D:set></D:propertyupdate>')
+        assert dav.request("PROPPATCH", "kept.txt", patch).status == 207
+        token = dav.request("LOCK", "kept.txt", LOCK_BODY, {"Timeout": "Second-3600"}).header("lock-token")
+        config = server.dir / "schoolsuite.toml"
+    finally:
+        stop(proc)
+    from support import start_server
+
+    run = start_server(schoolsuite_cmd("serve", "-c", str(config)), expect=2)
+    try:
+        body = dav.propfind("kept.txt", "0").body
+        assert b"restart-proof" in body and token.strip("<>").encode() in body
+        assert dav.get("kept.txt").body == b"still here"
+        assert dav.put("kept.txt", b"overwrite").status == 423  # the lock still holds
+        assert dav.request("UNLOCK", "kept.txt", headers={"Lock-Token": token}).status == 204
+    finally:
+        run.stop()
+
+
+def test_account_made_by_cli_gets_file_space(tmp_path: Path) -> None:
+    """An account added with `schoolsuite user add` while the server runs has an empty file space at once."""
+    server, proc = start_files_server(tmp_path / "b")
+    try:
+        subprocess.run(schoolsuite_cmd("-c", str(server.dir / "schoolsuite.toml"), "user", "add",
+                                       "dave@school.example", "--password-stdin"),
+                       input=PASSWORD + "\n", text=True, check=True, capture_output=True, timeout=60)
+        dave = server.client("dave@school.example")
+        r = dave.propfind("", "1")
+        assert r.status == 207 and r.hrefs() == ["/files/dave@school.example/"]
+        assert dave.put("first.txt", b"hello").status == 201
+    finally:
+        stop(proc)
