@@ -208,7 +208,12 @@ def section_bytes(body: _Body, sec: Section) -> bytes | None:
         return filter_header(header, set(sec.fields), sec.specifier == "HEADER.FIELDS.NOT")
     if not sec.part:
         return body.range(0, root.end)
-    return body.range(target.bstart, target.end)
+    data = body.range(target.bstart, target.end)
+    if b"\x00" in data and (target.encoding or "").lower() == "binary":
+        # RFC 3516 §4.2: a binary part cannot go out in a plain literal; send it base64-encoded.
+        encoded = base64.b64encode(data)
+        data = b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76)) + b"\r\n"
+    return data
 
 
 def filter_header(header: bytes, names: set[str], exclude: bool) -> bytes:
