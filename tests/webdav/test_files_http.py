@@ -232,3 +232,13 @@ def test_slow_reader_does_not_fill_server_memory(files_server: FilesServer, alic
     conn.close()  # and going away mid-response leaves the server fine
     assert grown < 40, f"server grew by {grown:.0f} MB while the client did not read"
     assert alice.get(f"{unique}/big.bin", Range="bytes=0-9").status == 206
+
+
+def test_long_range_read_ahead(alice: Dav, unique: str) -> None:
+    """A range spanning several blocks (read ahead on a thread) returns exactly those bytes; so does a full GET."""
+    alice.mkcol(unique)
+    data = os.urandom(5 << 20)
+    alice.put(f"{unique}/long.bin", data)
+    r = alice.get(f"{unique}/long.bin", Range="bytes=1000001-4500000")
+    assert r.status == 206 and r.body == data[1000001:4500001]
+    assert alice.get(f"{unique}/long.bin").body == data

@@ -544,8 +544,65 @@ class _Sealer:
         self._thread.join()
 
 
+class _Prefetch:
+    """Pieces of a content stream read one step ahead on a thread of its own.
+
+    While the reactor encrypts one block for TLS (without the GIL), the next
+    chunks are read and opened, so sending and unsealing overlap. At most
+    ``depth`` pieces wait.
+    """
+
+    _END = object()
+
+    def __init__(self, pieces: Iterator[bytes], depth: int = 8) -> None:
+        self._pieces = pieces
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="webdav-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for piece in self._pieces:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(piece, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._queue.put(self._END)
+        except BaseException as e:  # handed to the reader
+            self._queue.put(e)
+
+    def __iter__(self) -> "_Prefetch":
+        return self
+
+    def __next__(self) -> bytes:
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)
+
+
 class ContentReader:
-    """A seekable read-only file over a file's sealed content (WsgiDAV seeks for Range requests)."""
+    """A seekable read-only file over a file's sealed content (WsgiDAV seeks for Range requests).
+
+    The first read after a seek is served directly (a small range costs no
+    thread); a second one means a stream, which then continues read ahead.
+    """
 
     def __init__(self, store: Any, account_id: bytes, entry: Entry, block_size: int) -> None:
         self._store = store
@@ -554,12 +611,19 @@ class ContentReader:
         self._size = entry.size
         self._pos = 0
         self._pieces: Iterator[bytes] | None = None
+        self._reads = 0
         self._buffer = b""
+
+    def _drop_stream(self) -> None:
+        if isinstance(self._pieces, _Prefetch):
+            self._pieces.close()
+        self._pieces = None
+        self._reads = 0
 
     def seek(self, offset: int, whence: int = 0) -> int:
         base = {0: 0, 1: self._pos, 2: self._size}[whence]
         self._pos = max(0, min(self._size, base + offset))
-        self._pieces = None
+        self._drop_stream()
         self._buffer = b""
         return self._pos
 
@@ -571,6 +635,9 @@ class ContentReader:
             return b""
         if self._pieces is None:
             self._pieces = stream_content(self._store, self._account, self._content_id, self._pos)
+        elif self._reads == 1 and not isinstance(self._pieces, _Prefetch):
+            self._pieces = _Prefetch(self._pieces)
+        self._reads += 1
         want = self._size - self._pos if size is None or size < 0 else min(size, self._size - self._pos)
         out = [self._buffer] if self._buffer else []
         got = len(self._buffer)
@@ -590,5 +657,5 @@ class ContentReader:
         return data
 
     def close(self) -> None:
-        self._pieces = None
+        self._drop_stream()
         self._buffer = b""
