@@ -52,7 +52,9 @@ def _service(args: argparse.Namespace) -> Any:
     from schoolsuite.services.accounts import AccountService
 
     _, store = open_instance(args)
-    return store, AccountService(store)
+    from schoolsuite.services.audit import cli_actor
+
+    return store, AccountService(store, actor=cli_actor())  # operator actions go to the audit log
 
 
 def _run(args: argparse.Namespace, action: Any) -> int:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import signal
 import ssl
 import subprocess
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from support import Instance, schoolsuite_cmd
+from schoolsuite.instance import init_instance
+from support import LISTENERS, Instance, Running, free_port, schoolsuite_cmd, start_server
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -101,3 +105,55 @@ def scim_error(reply: Reply, status: int, scim_type: str | None = None) -> None:
     assert body["schemas"] == [ERROR] and body["status"] == str(status)
     if scim_type is not None:
         assert body.get("scimType") == scim_type, body
+
+
+@dataclass
+class Served:
+    instance: Instance
+    run: Running
+    token: str
+
+    def client(self, token: str | None = "default") -> Client:
+        return Client(self.instance, self.token if token == "default" else token)
+
+
+def listening_count() -> int:
+    """How many "listening:" lines a server with every listener enabled prints (protocols land over time)."""
+    from schoolsuite import server
+
+    server.load_protocols()
+    return sum(1 for name in LISTENERS if name in server.PROTOCOL_FACTORIES)
+
+
+def serve(inst: Instance) -> Running:
+    """``schoolsuite serve`` with its log drained in the background (a full pipe would block the reactor)."""
+    run = start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=listening_count())
+    stdout = run.proc.stdout
+    assert stdout is not None
+    drain = threading.Thread(target=lambda: run.head.extend(iter(stdout.readline, "")), daemon=True)
+    drain.start()
+
+    def stop(timeout: float = 20) -> int:
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+        try:
+            run.proc.wait(timeout)
+        finally:
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+        drain.join(5)
+        run.out = "".join(run.head)
+        run.err = run.proc.stderr.read() if run.proc.stderr is not None else ""
+        return run.proc.returncode
+
+    run.stop = stop  # type: ignore[method-assign]
+    return run
+
+
+def new_instance(root: Path) -> Instance:
+    inst = Instance(root / "inst", init_instance(root / "inst", "school.example", "localhost"))
+    for name in LISTENERS:
+        inst.ports[name] = free_port()
+        inst.set_listener(name, endpoint=f"tcp:{inst.ports[name]}:interface=127.0.0.1")
+    return inst

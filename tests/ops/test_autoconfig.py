@@ -8,7 +8,7 @@ from typing import Any
 import re
 import xml.etree.ElementTree as ET
 
-from conftest import Served
+from ops_helpers import Served
 from ops_helpers import Client
 from support import require_program
 from schoolsuite.config import Config

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import new_instance, serve
+from ops_helpers import new_instance, serve
 from ops_helpers import BASE, Client, cli, make_token
 from schoolsuite.config import load_config
 from support import Instance

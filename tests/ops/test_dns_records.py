@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import new_instance
+from ops_helpers import new_instance
 from ops_helpers import cli
 from support import require_program
 

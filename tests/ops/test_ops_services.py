@@ -173,3 +173,23 @@ def test_patch_paths_apply_in_memory() -> None:
     assert "meta" in doc and len(doc["emails"]) == 1
     spec, password = resources.user_spec(out)
     assert spec.aliases == ("h@b.c",) and spec.family_name == "Doe" and password is None
+
+
+def test_cli_account_actions_are_audited(tmp_path: Path) -> None:
+    """`schoolsuite user add/passwd/del` and app-password add/del write audit entries naming the Unix user."""
+    from ops_helpers import new_instance
+    from ops_helpers import cli
+
+    inst = new_instance(tmp_path)
+    assert cli(inst, "user", "add", "op@school.example", "--password-stdin", stdin=PASSWORD).returncode == 0
+    assert cli(inst, "user", "passwd", "op@school.example", "--password-stdin", stdin=PASSWORD + "!").returncode == 0
+    assert cli(inst, "app-password", "add", "op@school.example", "phone").returncode == 0
+    assert cli(inst, "app-password", "del", "op@school.example", "phone").returncode == 0
+    assert cli(inst, "user", "del", "op@school.example").returncode == 0
+    lines = [line.split("\t") for line in cli(inst, "audit").stdout.splitlines()]
+    assert [(x[2], x[3]) for x in lines] == [
+        ("user.create", "op@school.example"), ("user.passwd", "op@school.example"),
+        ("app-password.add", "op@school.example"), ("app-password.del", "op@school.example"),
+        ("user.delete", "op@school.example")]
+    assert all(x[1].startswith("cli:") for x in lines)
+    assert PASSWORD not in cli(inst, "audit").stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_instance, serve
+from ops_helpers import new_instance, serve
 from ops_helpers import BASE, Client, make_token
 from support import Instance
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Served
+from ops_helpers import Served
 from ops_helpers import BASE, GROUP, GROUP_EXT, scim_error
 from schoolsuite.config import load_config
 from schoolsuite.instance import open_store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import Served
+from ops_helpers import Served
 from ops_helpers import BASE, GROUP, PATCH, USER, USER_EXT, Client, cli, make_token, scim_error
 from schoolsuite.config import load_config
 from schoolsuite.instance import open_store

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import listening_count, new_instance
+from ops_helpers import listening_count, new_instance
 from ops_helpers import Client
 from schoolsuite.config import load_config
 from support import Instance, free_port, require_program, schoolsuite_cmd, start_server

@@ -103,8 +103,12 @@ def _check_claims(txn: Any, addresses: list[str]) -> None:
 class AccountService:
     """Typed account operations over the store."""
 
-    def __init__(self, store: Store, on_change: Callable[[str, bytes], None] | None = None) -> None:
+    def __init__(self, store: Store, on_change: Callable[[str, bytes], None] | None = None, *,
+                 actor: str | None = None) -> None:
         self._store = store
+        # Who acts (e.g. "cli:root"): the public operations then write an audit entry in
+        # their transaction. Provisioning audits the *_in operations itself.
+        self._actor = actor
         # Told ("created" | "changed" | "deleted", account id) after commit, e.g. to
         # drop cached credentials or close a deleted user's sessions.
         self._on_change = on_change or (lambda event, account_id: None)
@@ -114,6 +118,12 @@ class AccountService:
         if account is None:
             raise AccountError(f"no such user: {address}")
         return account
+
+    def _audit(self, txn: WriteTxn, action: str, target: str, detail: str = "") -> None:
+        if self._actor is not None:
+            from . import audit
+
+            audit.record(txn, self._actor, action, target, detail)
 
     def _notify(self, txn: WriteTxn, event: str, account_id: bytes) -> None:
         txn.after_commit(lambda: self._on_change(event, account_id))
@@ -136,6 +146,7 @@ class AccountService:
             for init in ACCOUNT_INITIALIZERS:
                 init(txn, account)
             self._notify(txn, "created", account.id)
+            self._audit(txn, "user.create", address, "password")
         return AccountInfo.of(account)
 
     def set_password(self, address: str, password: str) -> None:
@@ -148,11 +159,14 @@ class AccountService:
             account.password_hash = password_hash
             directory.update_account(txn, account)
             self._notify(txn, "changed", account.id)
+            self._audit(txn, "user.passwd", account.address)
 
     def delete(self, address: str) -> None:
         """Destroy the account's data key and every record of it."""
         with self._store.write() as txn:
-            self.delete_in(txn, self._require(txn, address))
+            account = self._require(txn, address)
+            self.delete_in(txn, account)
+            self._audit(txn, "user.delete", account.address, "data key destroyed")
 
     # -- transaction-level operations (provisioning combines several in one txn) --
 
@@ -217,7 +231,11 @@ class AccountService:
 
     def _modify(self, current: str, /, **changes: Any) -> AccountInfo:
         with self._store.write() as txn:
-            account = self.modify_in(txn, self._require(txn, current), **changes)
+            account = self._require(txn, current)
+            before = account.address
+            account = self.modify_in(txn, account, **changes)
+            self._audit(txn, "user.change", before, ", ".join(f"{k}={v}" if k in ("address", "active", "quota")
+                                                             else k for k, v in changes.items()))
         return AccountInfo.of(account)
 
     def rename(self, address: str, new_address: str) -> AccountInfo:
@@ -273,6 +291,7 @@ class AccountService:
             account.app_passwords.append(entry)
             directory.update_account(txn, account)
             self._notify(txn, "changed", account.id)
+            self._audit(txn, "app-password.add", account.address, label)
         return secret
 
     def list_app_passwords(self, address: str) -> list[tuple[str, float]]:
@@ -287,6 +306,7 @@ class AccountService:
             account.app_passwords = kept
             directory.update_account(txn, account)
             self._notify(txn, "changed", account.id)
+            self._audit(txn, "app-password.del", account.address, label)
 
     def find_id(self, address: str) -> bytes | None:
         """The account id for an address or alias (None if unknown or malformed)."""

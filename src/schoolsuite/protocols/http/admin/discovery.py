@@ -20,7 +20,6 @@ def service_provider_config(base: str) -> dict[str, Any]:
     """RFC 7643 §5."""
     return {
         "schemas": [SPC],
-        "documentationUri": "https://github.com/schoolsuite/schoolsuite#provisioning",
         "patch": {"supported": True},
         "bulk": {"supported": False, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": True, "maxResults": MAX_RESULTS},
