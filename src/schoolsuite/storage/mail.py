@@ -37,6 +37,7 @@ import time
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import content, mime
 from .errors import Conflict, NotFound, StoreError
@@ -165,8 +166,9 @@ class AccountMailState:
     messages: int = 0
 
 
-@dataclass
-class IndexEntry:
+class IndexEntry(NamedTuple):
+    """One message in a mailbox's index page."""
+
     uid: int
     flags: int
     modseq: int
@@ -484,7 +486,7 @@ def index_entries(user: UserView, mailbox_id: int, uids: Iterable[int]) -> dict[
         want = set(members)
         for entry in _ENTRY.iter_unpack(raw):
             if entry[0] in want:
-                out[entry[0]] = IndexEntry(*entry)
+                out[entry[0]] = IndexEntry._make(entry)
     return out
 
 

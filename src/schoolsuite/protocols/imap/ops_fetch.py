@@ -91,12 +91,23 @@ def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], see
     has_flags = any(i.name == "FLAGS" for i in items)
     with s.read() as txn:
         user = s.user(txn)
+        if cmd.changed_since is not None:
+            # RFC 7162 §3.1.4 from the change log: only messages changed since then are looked at.
+            changed = {c.uid for c in mail.changes_since(user, view.id, cmd.changed_since) if not c.expunged}
+            uids = [u for u in uids if u in changed]
         entries = mail.index_entries(user, view.id, uids)
         table = mail.keywords(user)
         s.announce_keywords(table)
+        out: list[bytes] = []
+        flag_cache: dict[int, bytes] = {}
+        positions = view.uids
+        pos = 0
         for uid in uids:
             entry = entries.get(uid)
-            seq = view.seq_of(uid)
+            # uids ascend like the view's: walk forward instead of searching each time
+            while pos < len(positions) and positions[pos] < uid:
+                pos += 1
+            seq = pos + 1 if pos < len(positions) and positions[pos] == uid else None
             if entry is None or seq is None:
                 continue  # expunged by another session meanwhile: nothing to say (RFC 2180 §4.1.2)
             if cmd.changed_since is not None and entry.modseq <= cmd.changed_since:
@@ -107,11 +118,16 @@ def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], see
             body = _Body(user, stored) if stored is not None else None
             parts = []
             for item in items:
-                parts.append(_item(s, item, entry, table, body, view.recent))
+                parts.append(_item(s, item, entry, table, body, view.recent, flag_cache))
             if uid in seen_now and not has_flags:
                 parts.append(b"FLAGS (" + " ".join(_flags(entry.flags | mail.SEEN, table, uid, view.recent))
                              .encode("utf-8") + b")")
-            s.send(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+            out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+            if len(out) >= 256:
+                s.send(b"".join(out))
+                out.clear()
+        if out:
+            s.send(b"".join(out))
 
 
 def _flags(mask: int, table: list[str], uid: int, recent: set[int]) -> list[str]:
@@ -141,13 +157,18 @@ class _Body:
 
 
 def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str], body: _Body | None,
-          recent: set[int]) -> bytes:
+          recent: set[int], flag_cache: dict[int, bytes]) -> bytes:
     name = item.name
     if name == "UID":
         return b"UID %d" % entry.uid
     if name == "FLAGS":
-        mask = entry.flags
-        return b"FLAGS (" + " ".join(_flags(mask, table, entry.uid, recent)).encode("utf-8") + b")"
+        rendered = flag_cache.get(entry.flags)  # one rendering per distinct mask in this response
+        if rendered is None:
+            rendered = " ".join(mail.mask_to_flags(entry.flags, table)).encode("utf-8")
+            flag_cache[entry.flags] = rendered
+        if entry.uid in recent:
+            rendered = rendered + b" \\Recent" if rendered else b"\\Recent"
+        return b"FLAGS (" + rendered + b")"
     if name == "MODSEQ":
         return b"MODSEQ (%d)" % entry.modseq
     if name == "INTERNALDATE":
