@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def start_files_server(base: Path, env: dict[str, str] | None = None) -> tuple[F
     app_password = make_accounts(inst.config)
     temp = base / "tmp"
     temp.mkdir()
-    run = start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=2,
+    run = start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=2, timeout=60,
                        env={"TMPDIR": str(temp), **(env or {})})
     for stream in (run.proc.stdout, run.proc.stderr):  # keep the server's log pipes from filling up
         threading.Thread(target=_drain, args=(stream, base / "server.log"), daemon=True).start()
@@ -52,15 +53,16 @@ def start_files_server(base: Path, env: dict[str, str] | None = None) -> tuple[F
 
 
 def _drain(stream, log_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with open(log_path, "a") as log:
+    with open(log_path, "a", buffering=1) as log:  # line-buffered: tests read it while it grows
         for line in stream:
             log.write(line)
 
 
 @pytest.fixture(scope="module")
 def files_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilesServer]:
-    """``schoolsuite serve`` (https and metrics) with alice, bob (1 MiB quota) and carol."""
-    server, proc = start_files_server(tmp_path_factory.mktemp("webdav"))
+    """``schoolsuite serve`` (https and metrics) with alice, bob (1 MiB quota) and carol; its log ends clean."""
+    base = tmp_path_factory.mktemp("webdav")
+    server, proc = start_files_server(base)
     yield server
     proc.terminate()
     try:
@@ -68,6 +70,9 @@ def files_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilesServ
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    time.sleep(0.2)  # let the drain threads write the last lines
+    log = (base / "server.log").read_text()
+    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
 
 
 @pytest.fixture

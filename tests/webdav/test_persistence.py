@@ -34,7 +34,7 @@ def test_restart_keeps_content_properties_and_locks(tmp_path: Path) -> None:
         stop(proc)
     from support import start_server
 
-    run = start_server(schoolsuite_cmd("serve", "-c", str(config)), expect=2)
+    run = start_server(schoolsuite_cmd("serve", "-c", str(config)), expect=2, timeout=60)
     try:
         body = dav.propfind("kept.txt", "0").body
         assert b"restart-proof" in body and token.strip("<>").encode() in body

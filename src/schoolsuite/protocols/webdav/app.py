@@ -342,10 +342,15 @@ class FilesResource(WSGIResource):
         request.registerProducer(pacer, True)
         reactor = self._reactor
 
+        def release() -> None:
+            if request.channel is not None and request.producer is pacer:
+                request.unregisterProducer()
+
         def unregister() -> None:
             # Queued before the bridge's finish() (callFromThread is FIFO): the channel must be free
-            # of our producer when the next request on this connection registers its own.
-            reactor.callFromThread(request.unregisterProducer)
+            # of our producer when the next request on this connection registers its own. (The
+            # client may have gone already, having read the whole answer.)
+            reactor.callFromThread(release)
 
         def bound(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             environ["REQUEST_URI"] = raw_uri  # the path as sent, for paths.py
