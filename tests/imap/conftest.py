@@ -79,3 +79,25 @@ def conn(services):
     c = Conn(services)
     c.login()
     return c
+
+
+@pytest.fixture(scope="module")
+def services_for_fuzz(tmp_path_factory):
+    """Services on a module-wide store (hypothesis reuses it across examples)."""
+    from types import SimpleNamespace
+
+    from schoolsuite.services import SessionRegistry
+    from schoolsuite.services.cred import SchoolsuiteRealm, make_portal
+
+    from imap_helpers import FakeAuth, InlineWriter
+
+    s = Store.open(tmp_path_factory.mktemp("fuzz") / "data", os.urandom(32), map_size=1 << 30)
+    accounts = AccountService(s)
+    accounts.add("alice@school.example", PASSWORD)
+    alice = accounts.find_id("alice@school.example")
+    notifier = MailNotifier(InlineReactor())
+    auth = FakeAuth({"alice@school.example": alice}, PASSWORD)
+    yield SimpleNamespace(store=s, writer=InlineWriter(), notifier=notifier,
+                          delivery=Delivery(s, InlineWriter(), notifier), sessions=SessionRegistry(), auth=auth,
+                          portal=make_portal(auth, SchoolsuiteRealm()))
+    s.close()

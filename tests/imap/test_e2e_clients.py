@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import imaplib
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator

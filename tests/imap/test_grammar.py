@@ -128,3 +128,19 @@ def test_fuzz_raw_bytes(data):
         parse_command(data)
     except ParseError:
         pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(SEEDS), st.binary(max_size=40)), max_size=8))
+def test_fuzz_protocol_stream(services_for_fuzz, chunks):
+    """Any byte stream into a logged-in connection yields only well-formed replies, never an exception."""
+    from imap_helpers import Conn
+
+    c = Conn(services_for_fuzz)
+    c.login()
+    out = b""
+    for chunk in chunks:
+        out += c.send(chunk)
+    c.proto.connectionLost(None)
+    for line in out.split(b"\r\n"):
+        assert b"Traceback" not in line and b"File \"" not in line

@@ -11,7 +11,7 @@ from typing import Any
 
 from .grammar import (
     Append, AppendMessage, Authenticate, Command, Compress, Copy, Enable, Fetch, FetchItem, Id, ListCommand,
-    Login, MailboxCommand, ParseError, Quota, Reader, Rename, Search, Section, Select, Simple, Status, Store,
+    Login, MailboxCommand, ParseError, Quota, Reader, Rename, Section, Select, Simple, Status, Store,
     UidExpunge)
 
 _SIMPLE = frozenset(("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
