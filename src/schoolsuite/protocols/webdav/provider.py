@@ -218,8 +218,12 @@ class _Entry:
                     files.move(user, entry, parent, name)
                 else:
                     old = files.child(user, parent, name)
-                    files.copy_entry(user, entry, parent, name)
                     added = entry.size - (old.size if old is not None else 0)
+                    account = directory.get_account(txn, ctx.account_id)
+                    quota = account.quota if account is not None else None
+                    if quota is not None and added > 0 and files.usage(user) + added > quota:
+                        raise DAVError(HTTP_INSUFFICIENT_STORAGE)  # RFC 4918 §9.8.7; copies count
+                    files.copy_entry(user, entry, parent, name)
         except Conflict:
             raise DAVError(HTTP_CONFLICT) from None
         metrics.STORED_BYTES.inc(added)
