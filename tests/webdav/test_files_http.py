@@ -263,3 +263,41 @@ def test_copy_over_quota_507(files_server: FilesServer) -> None:
     assert r.status == 507
     assert bob.get("half-copy.bin").status == 404
     bob.delete("half.bin")
+
+
+def test_client_gone_mid_upload_leaves_nothing(files_server: FilesServer, alice: Dav, unique: str) -> None:
+    """A client that disconnects half-way through a PUT leaves no file and no used bytes behind."""
+    import socket
+    import ssl
+    import time
+
+    alice.mkcol(unique)
+
+    def used() -> int:
+        r = alice.propfind("", "0", b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop>'
+                           b'<D:quota-used-bytes/></D:prop></D:propfind>')
+        return int(next(iter(prop_values(r, "{DAV:}quota-used-bytes").values())))
+
+    before = used()
+    ctx = ssl.create_default_context(cafile=str(files_server.cert))
+    raw = socket.create_connection(("localhost", files_server.port), timeout=10)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    s.sendall((f"PUT {alice.home(unique + '/half.bin')} HTTP/1.1\r\nHost: localhost\r\n"
+               f"Authorization: {alice.auth_headers()['Authorization']}\r\nContent-Length: {40 << 20}\r\n\r\n").encode())
+    block = os.urandom(1 << 20)
+    for _ in range(20):
+        s.sendall(block)
+    s.close()
+    time.sleep(1.5)
+    assert alice.get(f"{unique}/half.bin").status == 404
+    assert used() == before
+    # No half-written content is left pending in the store (LMDB allows a second process to read).
+    from schoolsuite.config import load_config
+    from schoolsuite.instance import open_store
+
+    store = open_store(load_config(files_server.dir / "schoolsuite.toml"))
+    try:
+        with store.read() as txn:
+            assert list(txn.meta_scan(b"pending/")) == []
+    finally:
+        store.close()
