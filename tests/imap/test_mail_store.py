@@ -164,3 +164,24 @@ def test_keyword_limit(store, alice):
         mail.flags_to_mask(user, [f"k{i}" for i in range(mail.MAX_KEYWORDS)], create=True)
         with pytest.raises(mail.TooManyKeywords):
             mail.flags_to_mask(user, ["one-too-many"], create=True)
+
+
+def test_tombstones_pruned_and_vanished_superset(store, alice, monkeypatch):
+    """Beyond MAX_TOMBSTONES the oldest expunge records go; vanished_since then answers a superset."""
+    monkeypatch.setattr(mail, "MAX_TOMBSTONES", 10)
+    _fill(store, alice, 30)
+    with store.write() as txn:
+        user = txn.user(alice)
+        box = mail.find_mailbox(user, "INBOX")
+        start = box.highestmodseq
+        for uid in range(1, 25):
+            mail.remove_messages(user, box, [uid])
+        mail.save_mailbox(user, box)
+    assert box.tombstones <= 10 and box.vanished_floor > start
+    with store.read() as txn:
+        user = txn.user(alice)
+        log = [c for c in mail.changes_since(user, box.id, 0) if c.expunged]
+        assert len(log) == box.tombstones
+        assert mail.vanished_since(user, box, start) == list(range(1, 25))  # superset path, exact here
+        recent = mail.vanished_since(user, box, box.vanished_floor)
+        assert recent == sorted(c.uid for c in log)

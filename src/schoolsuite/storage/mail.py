@@ -79,6 +79,7 @@ _CHANGE_VAL = struct.Struct(">IB")
 _STATE = struct.Struct(">IIQQ")  # next mailbox id, next uidvalidity, bytes, messages
 _U32 = struct.Struct(">I")
 CHANGED, EXPUNGED = 0, 1
+MAX_TOMBSTONES = 20_000  # expunge records kept per mailbox for QRESYNC before the oldest half goes
 MAX_UID = 0xFFFFFFFF
 
 
@@ -147,11 +148,13 @@ class Mailbox:
     deleted: int = 0  # messages flagged \Deleted
     recent_uid: int = 1  # uids from here on are \Recent to the next session that selects
     noselect: bool = False  # a deleted mailbox kept because it has children (RFC 3501 §6.3.4)
+    tombstones: int = 0  # expunged uids still in the change log
+    vanished_floor: int = 0  # expunges at or below this MODSEQ were pruned from the change log
 
     def to_bytes(self) -> bytes:
         return json.dumps([self.name, self.uidvalidity, self.uidnext, self.highestmodseq, self.special_use,
                            self.messages, self.unseen, self.size, self.deleted, self.recent_uid,
-                           self.noselect], separators=(",", ":")).encode()
+                           self.noselect, self.tombstones, self.vanished_floor], separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, mailbox_id: int, raw: bytes) -> "Mailbox":
@@ -689,7 +692,34 @@ def remove_messages(user: UserWrite, mailbox: Mailbox, uids: list[int]) -> list[
         state.bytes = max(0, state.bytes - freed)
         state.messages = max(0, state.messages - len(removed))
         _put_state(user, state)
+        mailbox.tombstones += len(removed)
+        if mailbox.tombstones > MAX_TOMBSTONES:
+            _prune_tombstones(user, mailbox)
     return removed
+
+
+def _prune_tombstones(user: UserWrite, mailbox: Mailbox) -> None:
+    """Drop the oldest half of the expunge records; older expunges are then reported as a superset
+    (RFC 7162 §3.2.5.2 allows VANISHED to name uids the client never saw)."""
+    target = MAX_TOMBSTONES // 2
+    doomed = []
+    for key, raw in user.scan(SPACE_MAIL_CHANGES, _U32.pack(mailbox.id)):
+        if mailbox.tombstones - len(doomed) <= target:
+            break
+        if _CHANGE_VAL.unpack(raw)[1] == EXPUNGED:
+            doomed.append(key)
+    for key in doomed:
+        user.delete(SPACE_MAIL_CHANGES, key)
+        mailbox.vanished_floor = max(mailbox.vanished_floor, _CHANGE_KEY.unpack(key)[1])
+    mailbox.tombstones -= len(doomed)
+
+
+def vanished_since(user: UserView, mailbox: Mailbox, modseq: int, lo: int = 1, hi: int = MAX_UID) -> list[int]:
+    """Uids in [lo, hi] expunged after ``modseq``; a superset when the log was pruned past it."""
+    if modseq >= mailbox.vanished_floor:
+        return sorted({c.uid for c in changes_since(user, mailbox.id, modseq) if c.expunged and lo <= c.uid <= hi})
+    present = set(load_index(user, mailbox.id).uids)
+    return [u for u in range(max(lo, 1), min(hi, mailbox.uidnext - 1) + 1) if u not in present]
 
 
 def copy_messages(user: UserWrite, source: Mailbox, uids: list[int], target: Mailbox, *,

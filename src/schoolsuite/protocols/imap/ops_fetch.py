@@ -65,9 +65,13 @@ def _vanished(s: Session, cmd: Fetch, uids: list[int]) -> None:
     view = s.selected
     assert view is not None and cmd.changed_since is not None
     bounds = [(a or 0xFFFFFFFF, b or 0xFFFFFFFF) for a, b in cmd.sequence]
+    lo = min(min(a, b) for a, b in bounds)
+    hi = max(max(a, b) for a, b in bounds)
     with s.read() as txn:
-        gone = sorted({c.uid for c in mail.changes_since(s.user(txn), view.id, cmd.changed_since)
-                       if c.expunged and any(min(a, b) <= c.uid <= max(a, b) for a, b in bounds)})
+        user = s.user(txn)
+        box = mail.get_mailbox(user, view.id)
+        candidates = mail.vanished_since(user, box, cmd.changed_since, lo, hi) if box is not None else []
+    gone = [u for u in candidates if any(min(a, b) <= u <= max(a, b) for a, b in bounds)]
     if gone:
         s.send(b"* VANISHED (EARLIER) " + render.sequence_set(gone) + b"\r\n")
 

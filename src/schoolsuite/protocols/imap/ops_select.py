@@ -80,9 +80,10 @@ def _qresync(s: Session, cmd: Select, view: SelectedMailbox, table: list[str]) -
         return
     with s.read() as txn:
         user = s.user(txn)
+        box = mail.get_mailbox(user, view.id)
         changes = mail.changes_since(user, view.id, modseq)
         changed = sorted({c.uid for c in changes if not c.expunged})
-        vanished = sorted({c.uid for c in changes if c.expunged})
+        vanished = mail.vanished_since(user, box, modseq) if box is not None else []
         entries = mail.index_entries(user, view.id, changed)
     if known is not None:
         allowed = set()

@@ -224,6 +224,10 @@ class Session:
             if mailbox.highestmodseq <= view.modseq and not (expunge and view.pending_expunge):
                 return
             changes = mail.changes_since(user, view.id, view.modseq)
+            if view.modseq < mailbox.vanished_floor:
+                # Expunge records this session had not seen were pruned: compare with the index.
+                present = set(mail.load_index(user, view.id).uids)
+                view.pending_expunge.update(u for u in view.uids if u not in present)
             new: list[int] = []
             flagged: list[int] = []
             for change in changes:
