@@ -24,7 +24,11 @@ class DNSTempError(Exception):
 def make_resolver(servers: str, *, timeout: float = 5.0) -> dns.resolver.Resolver:
     """A resolver for ``"IP[:PORT], ..."``, or the system resolver when ``servers`` is empty."""
     if not servers.strip():
-        resolver = dns.resolver.Resolver()
+        try:
+            resolver = dns.resolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:  # no /etc/resolv.conf: lookups fail as temporary errors
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = ["127.0.0.1"]
     else:
         resolver = dns.resolver.Resolver(configure=False)
         hosts, ports = [], set()

@@ -185,23 +185,28 @@ class MailTransport:
         delivery = getattr(self.services, "delivery", None)
         if delivery is None:
             return defer.fail(RuntimeError("no delivery service"))
-        d: defer.Deferred[dict[bytes, Any]] = defer.Deferred()
         unique = list({r.account_id: r for r in recipients if r.account_id is not None}.values())
-        self._inbound.append(_Inbound(unique, message, sender, envid, ret, d))
-        if not self._committing:
-            self._commit_inbound(delivery)
-        return d
+
+        def parsed(structure: Any) -> defer.Deferred[dict[bytes, Any]]:
+            # The MIME structure is computed off the writer thread, so parsing overlaps the commit.
+            d: defer.Deferred[dict[bytes, Any]] = defer.Deferred()
+            self._inbound.append(_Inbound(unique, message, sender, envid, ret, d, structure))
+            if not self._committing:
+                self._commit_inbound(delivery)
+            return d
+
+        return self.in_thread(mime.parse, message).addCallback(parsed)
 
     def _commit_inbound(self, delivery: Any) -> None:
         batch, self._inbound = self._inbound[:MAX_BATCH], self._inbound[MAX_BATCH:]
         self._committing = True
 
         def run() -> list[dict[bytes, Any]]:
-            parsed = [(item, mime.parse(item.message)) for item in batch]
             now = time.time()
             out: list[dict[bytes, Any]] = []
             with self.store.write() as txn:
-                for item, structure in parsed:
+                for item in batch:
+                    structure = item.structure
                     results: dict[bytes, Any] = {}
                     for r in item.recipients:
                         try:
@@ -258,3 +263,4 @@ class _Inbound:
     envid: str | None
     ret: str | None
     done: defer.Deferred[dict[bytes, Any]]
+    structure: Any = None  # storage.mime.Entity
