@@ -68,7 +68,7 @@ def test_namespace_id_enable(conn):
     """NAMESPACE, ID and ENABLE answer as their RFCs say."""
     assert conn.cmd("a NAMESPACE") == ['* NAMESPACE (("" "/")) NIL NIL', "a OK NAMESPACE completed"]
     assert conn.cmd('b ID ("name" "Thunderbird")')[0] == '* ID ("name" "schoolsuite" "vendor" "schoolsuite")'
-    assert conn.cmd("c ENABLE CONDSTORE UTF8=ACCEPT") == ["* ENABLED CONDSTORE", "c OK ENABLE completed"]
+    assert conn.cmd("c ENABLE CONDSTORE X-UNKNOWN") == ["* ENABLED CONDSTORE", "c OK ENABLE completed"]
 
 
 def test_getquota_and_setquota(conn):
@@ -124,3 +124,14 @@ def test_logout(services):
     """LOGOUT says BYE, then OK, then closes."""
     c = Conn(services)
     assert c.cmd("a LOGOUT") == ["* BYE Logging out", "a OK LOGOUT completed"] and c.closed
+
+
+def test_utf8_accept_mailbox_names(conn):
+    """After ENABLE UTF8=ACCEPT names travel as UTF-8, '&' is literal; before, as modified UTF-7 (RFC 6855)."""
+    assert conn.cmd("a ENABLE UTF8=ACCEPT") == ["* ENABLED UTF8=ACCEPT", "a OK ENABLE completed"]
+    assert conn.cmd('b CREATE "Übung & Test"') == ["b OK CREATE completed"]
+    assert conn.cmd('c LIST "" "Üb*"') == ['* LIST (\\HasNoChildren) "/" "Übung & Test"', "c OK LIST completed"]
+    plain = Conn(conn.factory.services)
+    plain.login()
+    assert plain.cmd('d LIST "" "&ANw-b*"') == ['* LIST (\\HasNoChildren) "/" "&ANw-bung &- Test"',
+                                                 "d OK LIST completed"]

@@ -188,12 +188,12 @@ def _list(r: Reader, tag: str, name: str, uid: bool, utf8: bool) -> Command:
     if name == "LIST" and r.peek() == b"(":
         select_opts = [x.upper() for x in r.paren_list(r.atom)]
         r.sp()
-    reference = r.mailbox(True)
+    reference = r.mailbox(utf8)
     r.sp()
     if r.peek() == b"(" and name == "LIST":
-        patterns = tuple(r.paren_list(r.list_mailbox))
+        patterns = tuple(r.paren_list(lambda: r.list_mailbox(utf8)))
     else:
-        patterns = (r.list_mailbox(),)
+        patterns = (r.list_mailbox(utf8),)
     return_opts: list[str] = []
     status_items: list[str] = []
     if name == "LIST" and r.maybe_sp():

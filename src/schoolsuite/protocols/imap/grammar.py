@@ -341,6 +341,8 @@ class Reader:
         """RFC 3501 ``mailbox``: modified UTF-7 unless UTF8=ACCEPT is enabled (RFC 6855)."""
         raw = self.astring()
         text = raw.decode("utf-8", "surrogateescape")
+        if utf8:
+            return text
         if "&" in text:
             try:
                 text = mutf7_decode(raw)
@@ -348,14 +350,16 @@ class Reader:
                 pass  # not modified UTF-7: the name as sent (it then matches no mailbox)
         return text
 
-    def list_mailbox(self) -> str:
-        """RFC 3501 ``list-mailbox``: atom-ish with % and *, or a string."""
+    def list_mailbox(self, utf8: bool = False) -> str:
+        """RFC 3501 ``list-mailbox``: atom-ish with % and *, or a string (UTF-8 under UTF8=ACCEPT)."""
         if self.peek() == b'"' or self._literal_next():
             raw = self.string()
         else:
             raw = self._run((_ATOM_SPECIALS - {ord("%"), ord("*"), ord("]")}))
             if not raw:
                 raise self.error("expected a list-mailbox")
+        if utf8:
+            return raw.decode("utf-8", "surrogateescape")
         try:
             return mutf7_decode(raw)
         except ValueError:

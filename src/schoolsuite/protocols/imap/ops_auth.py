@@ -15,8 +15,8 @@ BASE = ("IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE")
 AFTER_LOGIN = ("NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ESEARCH", "SORT", "SORT=DISPLAY",
                "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "QUOTA", "QUOTA=RES-STORAGE", "BINARY",
-               "STATUS=SIZE", "WITHIN", "MULTIAPPEND", "COMPRESS=DEFLATE")
-ENABLEABLE = frozenset(("CONDSTORE", "QRESYNC"))
+               "STATUS=SIZE", "WITHIN", "MULTIAPPEND", "COMPRESS=DEFLATE", "UTF8=ACCEPT")
+ENABLEABLE = frozenset(("CONDSTORE", "QRESYNC", "UTF8=ACCEPT"))
 
 
 def capabilities(s: Session, *, starttls_offered: bool, compressed: bool = False) -> list[str]:
@@ -47,7 +47,7 @@ def do_id(s: Session, cmd: Id) -> Any:
 
 
 def do_enable(s: Session, cmd: Enable) -> Any:
-    """RFC 5161: enable CONDSTORE and QRESYNC (QRESYNC implies CONDSTORE, RFC 7162 §3.2.3)."""
+    """RFC 5161: enable CONDSTORE, QRESYNC (implies CONDSTORE, RFC 7162 §3.2.3) and UTF8=ACCEPT (RFC 6855)."""
     enabled = []
     for cap in cmd.capabilities:
         if cap in ENABLEABLE and cap not in s.enabled:

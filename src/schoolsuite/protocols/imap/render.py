@@ -32,8 +32,11 @@ def astring(value: str) -> bytes:
 
 def mailbox_name(name: str, utf8: bool = False) -> bytes:
     """RFC 3501 §5.1.3 modified UTF-7, or UTF-8 under UTF8=ACCEPT (RFC 6855)."""
-    if utf8:
-        return string(name.encode("utf-8"))
+    if utf8:  # RFC 6855 §3: UTF-8 in quoted strings once UTF8=ACCEPT is enabled
+        raw = name.encode("utf-8", "surrogateescape")
+        if b"\r" not in raw and b"\n" not in raw and b"\x00" not in raw:
+            return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return string(raw)
     encoded = mutf7_encode(name)
     return string(encoded)
 
