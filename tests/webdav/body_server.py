@@ -59,7 +59,8 @@ def main() -> None:
     root = Root()
     root.mount(b"gated", Gated())
     root.mount(b"plain", Echo())
-    site = make_site(root, BodyLimits(memory_max=64 * 1024, max_body=64 << 20, linger_seconds=1.0))
+    site = make_site(root, BodyLimits(memory_max=64 * 1024, max_body=64 << 20, linger_seconds=1.0,
+                                      body_idle_seconds=1.0))
     port = reactor.listenTCP(int(sys.argv[1]), site, interface="127.0.0.1")
     print("listening", port.getHost().port, flush=True)
     reactor.run()

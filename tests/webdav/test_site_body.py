@@ -256,3 +256,27 @@ def test_encoded_mount_name_still_gated(body_server) -> None:  # type: ignore[no
     s.sendall(head("PUT", "/%67ated/x", 10))
     code, _, _ = read_response(s)
     assert code == 401
+
+
+def test_stalled_streamed_body_is_cut_off(body_server) -> None:  # type: ignore[no-untyped-def]
+    """A client that stops sending a streamed body loses the connection instead of holding a thread."""
+    port, _, _ = body_server
+    s = connect(port)
+    s.sendall(head("PUT", "/gated/x", 100_000, Authorization="Bearer good"))
+    s.sendall(b"x" * 1000)
+    s.settimeout(5)
+    started = time.monotonic()
+    data = b""
+    try:
+        while True:
+            piece = s.recv(4096)
+            if not piece:
+                break
+            data += piece
+    except OSError:
+        pass
+    assert time.monotonic() - started < 4  # closed after the 1 s idle limit, not never
+    # The server is still fine for the next client.
+    s2 = connect(port)
+    s2.sendall(head("PUT", "/gated/y", 3, Authorization="Bearer good") + b"abc")
+    assert read_response(s2)[0] == 200

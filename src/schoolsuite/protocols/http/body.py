@@ -58,6 +58,7 @@ class BodyLimits:
     linger_seconds: float = 2.0  # discard time after an early answer
     linger_bytes: int = 16 << 20  # ... or this many discarded bytes
     stream_high_water: int = 4 << 20  # pause the client above this many buffered bytes
+    body_idle_seconds: float = 120.0  # a streamed body that stalls this long is cut off
     spool_dir: str | None = None  # None: the system temp dir
 
 
@@ -239,10 +240,12 @@ class BodyPipe:
     """
 
     def __init__(self, reactor: Any, pause: Callable[[], None], resume: Callable[[], None],
-                 high_water: int) -> None:
+                 high_water: int, idle_seconds: float = 120.0, on_idle: Callable[[], None] | None = None) -> None:
         self._reactor = reactor
         self._pause, self._resume = pause, resume
         self._high = high_water
+        self._idle = idle_seconds
+        self._on_idle = on_idle
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._cond = threading.Condition()
@@ -300,7 +303,13 @@ class BodyPipe:
                     raise BodyClosed(self._error)
                 if self._eof or (enough is not None and self._buffered >= enough):
                     break
-                self._cond.wait(60.0)
+                before = self.received
+                self._cond.wait(self._idle)
+                if self.received == before and not self._eof and self._error is None:
+                    # A client that stops sending must not hold a worker thread forever.
+                    self._error = "request body timed out"
+                    if self._on_idle is not None:
+                        self._reactor.callFromThread(self._on_idle)
             out: list[bytes] = []
             got = 0
             while self._chunks and (want is None or got < want):
@@ -484,7 +493,8 @@ class BodyControl:
             self.request.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if decision.stream:
             self.state = _STREAMING
-            self.pipe = BodyPipe(self._reactor, self._pause, self._resume, self.limits.stream_high_water)
+            self.pipe = BodyPipe(self._reactor, self._pause, self._resume, self.limits.stream_high_water,
+                                 self.limits.body_idle_seconds, self._close)
             self.request.content = self.pipe
             if early:
                 self.pipe.feed(early)
