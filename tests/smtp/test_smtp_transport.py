@@ -102,3 +102,12 @@ def test_receive_group_commit_results(setup) -> None:  # type: ignore[no-untyped
     assert isinstance(results[ids["bob"]], int) and type(results[ids["carol"]]).__name__ == "QuotaExceeded"
     assert messages(store, ids["bob"]) == [MESSAGE]
     assert list_queue(store) == []  # the sender's domain is local: no DSN queued back to ourselves
+
+
+def test_notify_success_local_gets_delivered_report(setup) -> None:  # type: ignore[no-untyped-def]
+    """NOTIFY=SUCCESS for a local recipient puts a 'delivered' report (RFC 3464) into the sender's INBOX."""
+    transport, store, ids = setup
+    fired(transport.submit(ids["alice"], "alice@school.example",
+                           [Recipient("bob@school.example", ids["bob"], ("SUCCESS",))], MESSAGE, ret="HDRS"))
+    [report] = messages(store, ids["alice"])
+    assert b"Action: delivered" in report and b"Status: 2.0.0" in report and b"text/rfc822-headers" in report

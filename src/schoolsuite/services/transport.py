@@ -137,6 +137,7 @@ class MailTransport:
             now = time.time()
             result = Submitted(None)
             refused: list[QueuedRecipient] = []
+            delivered: list[QueuedRecipient] = []
             with self.store.write() as txn:
                 done: set[bytes] = set()
                 for r in local:
@@ -145,8 +146,8 @@ class MailTransport:
                         continue
                     try:
                         delivery.deliver_sync(txn, r.account_id, message, internal_date=now, structure=structure)
-                    except Exception as exc:  # QuotaExceeded, MailboxNotFound: bounced below
-                        reason = "mailbox full" if type(exc).__name__ == "QuotaExceeded" else "mailbox unavailable"
+                    except (QuotaExceeded, MailboxNotFound) as exc:  # refused before writing: bounced below
+                        reason = "mailbox full" if isinstance(exc, QuotaExceeded) else "mailbox unavailable"
                         result.refused[r.address] = reason
                         enhanced = "5.2.2" if reason == "mailbox full" else "5.2.1"
                         refused.append(QueuedRecipient(r.address, "failed", list(r.notify), r.orcpt, 1,
@@ -154,19 +155,25 @@ class MailTransport:
                     else:
                         done.add(r.account_id)
                         result.delivered.append(r.address)
+                        delivered.append(QueuedRecipient(r.address, "sent", list(r.notify), r.orcpt, 1,
+                                                         "delivered to the mailbox", self.hostname, "2.0.0"))
                 entry = QueueEntry(
                     id="", account_id=account_id, sender=sender,
                     recipients=[QueuedRecipient(r.address, notify=list(r.notify), orcpt=r.orcpt) for r in remote],
                     envid=envid, ret=ret, smtputf8=smtputf8, body=body, created=now)
                 if remote:
                     result.queue_id = self.queue.enqueue(txn, entry, message).id
-                bounces = [r for r in refused if dsn.wants(r, "failed")]
-                if bounces and sender and delivery is not None:
-                    report = dsn.build(self.hostname, entry, message, bounces, "failed", now=now)
+                # RFC 3461 §6: failures (unless NOTIFY says otherwise) and, when asked, successes.
+                for action, group in (("failed", refused), ("delivered", delivered)):
+                    notices = [r for r in group if dsn.wants(r, action)]
+                    if not notices or not sender:
+                        continue
+                    report = dsn.build(self.hostname, entry, message, notices, action, now=now)
                     try:
                         delivery.deliver_sync(txn, account_id, report, internal_date=now)
-                    except Exception as exc:
-                        log.warn("bounce for a local recipient not delivered: {error}", error=type(exc).__name__)
+                    except (QuotaExceeded, MailboxNotFound) as exc:
+                        log.warn("{action} notice for the sender not delivered: {error}", action=action,
+                                 error=type(exc).__name__)
             return result
 
         return self.services.writer.run(run)
