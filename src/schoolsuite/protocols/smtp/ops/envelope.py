@@ -47,8 +47,8 @@ def rcpt(session: Session, command: RcptTo) -> Reply:
     transaction = session.transaction
     if transaction is None:
         raise BadSequence("Need MAIL before RCPT")
-    if transaction.chunks:
-        raise BadSequence("RCPT after BDAT")
+    if transaction.bdat:
+        raise BadSequence("RCPT after BDAT")  # RFC 3030 §2: the envelope is closed once data began
     if len(transaction.recipients) >= settings.max_recipients:
         raise SMTPReply("Too many recipients", code=452, enhanced="4.5.3")  # RFC 5321 §4.5.3.1.10
     address = command.recipient
