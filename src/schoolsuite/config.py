@@ -217,6 +217,8 @@ class SMTPConfig:
     max_connections_per_client: int = _opt(20, "Concurrent SMTP connections from one client IP.", min=1)
     idle_timeout_seconds: int = _opt(300, "Close an SMTP connection idle this long (RFC 5321 §4.5.3.2).", min=5)
     extra_domains: str = _opt("", "More local mail domains besides [instance] domain, comma-separated.")
+    postmaster: str = _opt("", "Address of the account that receives mail for postmaster@ every local domain "
+                               "(RFC 5321 §4.5.1) when no account or alias is named postmaster.")
     submission_reveal_client: bool = _opt(False, "Put the submitting client's IP address in the Received: header.")
     dmarc_enforce_reject: bool = _opt(True, "Refuse MX mail that fails DMARC for a domain with p=reject.")
     dns_servers: str = _opt("", "DNS servers for MX, SPF, DKIM and DMARC lookups as \"IP\" or \"IP:PORT\", "

@@ -111,3 +111,19 @@ def test_notify_success_local_gets_delivered_report(setup) -> None:  # type: ign
                            [Recipient("bob@school.example", ids["bob"], ("SUCCESS",))], MESSAGE, ret="HDRS"))
     [report] = messages(store, ids["alice"])
     assert b"Action: delivered" in report and b"Status: 2.0.0" in report and b"text/rfc822-headers" in report
+
+
+def test_postmaster_routed_to_configured_account(tmp_path: Path) -> None:
+    """postmaster@ any local domain reaches the account named by [smtp] postmaster (RFC 5321 §4.5.1)."""
+    store = Store.open(tmp_path / "pm", os.urandom(32), map_size=1 << 30)
+    try:
+        accounts = AccountService(store)
+        accounts.add("it@school.example", "correct horse battery")
+        config = Config()
+        config.smtp.dns_servers, config.smtp.postmaster = "127.0.0.1:9", "it@school.example"
+        services = SimpleNamespace(store=store, writer=InlineWriter(), reactor=InlineReactor(), accounts=accounts)
+        transport = MailTransport(services, config)  # type: ignore[arg-type]
+        assert transport.find_account("PostMaster@school.example") == accounts.find_id("it@school.example")
+        assert transport.find_account("nobody@school.example") is None
+    finally:
+        store.close()

@@ -60,6 +60,7 @@ class MailTransport:
         self.hostname = config.instance.hostname
         self.local_domains = {config.instance.domain.lower(), *(
             d.strip().lower() for d in smtp.extra_domains.split(",") if d.strip())}
+        self.postmaster = smtp.postmaster.strip().lower()
         self.resolver = resolver.configure(smtp.dns_servers) if smtp.dns_servers else resolver.make_resolver("")
         self.dns = resolver.MailDNS(self.resolver)
         self.signer = DkimSigner(self.store)
@@ -103,7 +104,11 @@ class MailTransport:
         return domain.lower().rstrip(".") in self.local_domains
 
     def find_account(self, address: str) -> bytes | None:
-        return self.services.accounts.find_id(address)
+        """The account for a local address; postmaster@ falls back to ``[smtp] postmaster`` (RFC 5321 §4.5.1)."""
+        account_id = self.services.accounts.find_id(address)
+        if account_id is None and self.postmaster and address.rpartition("@")[0].lower() == "postmaster":
+            account_id = self.services.accounts.find_id(self.postmaster)
+        return account_id
 
     def addresses_of(self, account_id: bytes) -> list[str]:
         """The account's own address and aliases (lower case)."""
