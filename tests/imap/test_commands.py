@@ -135,3 +135,27 @@ def test_utf8_accept_mailbox_names(conn):
     plain.login()
     assert plain.cmd('d LIST "" "&ANw-b*"') == ['* LIST (\\HasNoChildren) "/" "&ANw-bung &- Test"',
                                                  "d OK LIST completed"]
+
+
+def test_searchres_saved_result(conn, delivery, alice):
+    """SEARCH RETURN (SAVE) answers nothing and "$" then names those messages (RFC 5182)."""
+    for n in range(4):
+        delivery.deliver(alice, message(f"m{n}"), flags=["\\Flagged"] if n % 2 else [])
+    conn.cmd("s SELECT INBOX")
+    assert conn.cmd("a SEARCH RETURN (SAVE) FLAGGED") == ["a OK SEARCH completed"]
+    assert conn.cmd("b FETCH $ (UID)") == ["* 2 FETCH (UID 2)", "* 4 FETCH (UID 4)", "b OK FETCH completed"]
+    assert conn.cmd("c UID SEARCH UID $ NOT 4") == ["* SEARCH 2", "c OK UID SEARCH completed"]
+    assert conn.cmd("d SEARCH RETURN (SAVE MIN) FLAGGED")[0] == '* ESEARCH (TAG "d") MIN 2'
+    assert conn.cmd("e FETCH $ (UID)") == ["* 2 FETCH (UID 2)", "e OK FETCH completed"]
+
+
+def test_imap4rev2_enabled(conn, delivery, alice):
+    """ENABLE IMAP4rev2: SELECT gives LIST not RECENT, SEARCH answers ESEARCH, no \\Recent (RFC 9051)."""
+    delivery.deliver(alice, message())
+    assert conn.cmd("a ENABLE IMAP4rev2") == ["* ENABLED IMAP4rev2", "a OK ENABLE completed"]
+    select = conn.cmd("s SELECT INBOX")
+    assert '* LIST () "/" "INBOX"' in select and not any(x.endswith("RECENT") for x in select)
+    assert conn.cmd("b SEARCH ALL") == ['* ESEARCH (TAG "b") ALL 1', "b OK SEARCH completed"]
+    assert conn.cmd("c FETCH 1 FLAGS")[0] == "* 1 FETCH (FLAGS ())"
+    assert conn.cmd("d STATUS INBOX (RECENT)")[0].startswith("d BAD")
+    assert conn.cmd("e SELECT Archive")[0] == "* OK [CLOSED] Previous mailbox closed"

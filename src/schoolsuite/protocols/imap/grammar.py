@@ -30,6 +30,7 @@ _TAG_SPECIALS = _ASTRING_SPECIALS | {ord("+")}
 LITERAL_RE = re.compile(rb"\{(\d{1,20})([+-]?)\}\r?\n?$")
 
 SeqSet = tuple[tuple[int | None, int | None], ...]  # None stands for "*"
+SAVED: SeqSet = ((0, 0),)  # "$", the saved search result (RFC 5182); 0 is no valid number
 
 
 # -- commands ----------------------------------------------------------------
@@ -387,7 +388,11 @@ class Reader:
         return self.atom()
 
     def sequence_set(self) -> SeqSet:
-        """RFC 3501 ``sequence-set``; ``$`` (RFC 5182 search result) is refused."""
+        """RFC 3501 ``sequence-set``, or ``$``: the saved search result (RFC 5182 §2.1)."""
+        if self.take(b"$"):
+            if self.peek() not in (b" ", b")", b"", b"\r", b"\n"):
+                raise self.error("bad sequence set")
+            return SAVED
         ranges = []
         while True:
             a = self.seq_number()

@@ -11,12 +11,12 @@ from .errors import Bad, No
 from .grammar import Enable, Id
 from .session import Session
 
-BASE = ("IMAP4rev1", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE")
+BASE = ("IMAP4rev1", "IMAP4rev2", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE")
 AFTER_LOGIN = ("NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ESEARCH", "SORT", "SORT=DISPLAY",
                "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "QUOTA", "QUOTA=RES-STORAGE", "BINARY",
-               "STATUS=SIZE", "WITHIN", "MULTIAPPEND", "COMPRESS=DEFLATE", "UTF8=ACCEPT")
-ENABLEABLE = frozenset(("CONDSTORE", "QRESYNC", "UTF8=ACCEPT"))
+               "STATUS=SIZE", "WITHIN", "MULTIAPPEND", "COMPRESS=DEFLATE", "UTF8=ACCEPT", "SEARCHRES")
+ENABLEABLE = frozenset(("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"))
 
 
 def capabilities(s: Session, *, starttls_offered: bool, compressed: bool = False) -> list[str]:
@@ -52,7 +52,7 @@ def do_enable(s: Session, cmd: Enable) -> Any:
     for cap in cmd.capabilities:
         if cap in ENABLEABLE and cap not in s.enabled:
             s.enabled.add(cap)
-            enabled.append(cap)
+            enabled.append("IMAP4rev2" if cap == "IMAP4REV2" else cap)
             if cap == "QRESYNC" and "CONDSTORE" not in s.enabled:
                 s.enabled.add("CONDSTORE")
     if s.enabled & {"CONDSTORE", "QRESYNC"}:

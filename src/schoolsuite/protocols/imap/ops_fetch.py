@@ -179,8 +179,6 @@ def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str],
         return b"INTERNALDATE " + render.internal_date(entry.date)
     if name == "RFC822.SIZE":
         return b"RFC822.SIZE %d" % entry.size
-    if name in ("SAVEDATE",):
-        return b"SAVEDATE NIL"
     assert body is not None
     root = body.root
     if name == "ENVELOPE":

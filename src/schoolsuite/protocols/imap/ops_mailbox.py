@@ -232,6 +232,8 @@ def status_line(s: Session, box: mail.Mailbox, items: tuple[str, ...]) -> bytes:
 
 
 def do_status(s: Session, cmd: Status) -> Any:
+    if s.rev2 and "RECENT" in cmd.items:
+        raise Bad("RECENT is not a STATUS item in IMAP4rev2")
     with s.read() as txn:
         box = mail.find_mailbox(s.user(txn), cmd.mailbox)
     if box is None or box.noselect:

@@ -226,8 +226,8 @@ class Evaluator:
         if key == "TEXT":
             needle = _needle(c[1])
             return any(needle in v for _, v in m.headers()) or needle in m.text()
-        if key == "SAVED":
-            raise Bad("SEARCHRES is not supported")
+        if key == "SAVED":  # RFC 5182 "$"
+            return m.uid in self.view.saved
         raise Bad("unsupported search key")
 
 
@@ -288,6 +288,8 @@ def run_search(s: Session, cmd: Search) -> tuple[list[_Message], Evaluator]:
 
 
 def do_search(s: Session, cmd: Search) -> Any:
+    if cmd.returns is not None and "SAVE" in cmd.returns and s.selected is not None:
+        s.selected.saved = set()  # RFC 5182 §2.1: a failed SEARCH leaves "$" empty
     with_modseq = any(c[0] == "MODSEQ" for c in _walk(cmd.criteria))
     if with_modseq:
         s.condstore = True
@@ -304,11 +306,22 @@ def do_search(s: Session, cmd: Search) -> Any:
 
         s.send(b"* THREAD " + thread_messages(matches, cmd.algorithm or "REFERENCES", cmd.uid) + b"\r\n")
         return f"{'UID ' if cmd.uid else ''}THREAD completed"
-    if cmd.returns is not None:  # RFC 4731 §3.1
+    if cmd.returns is not None or s.rev2:  # RFC 4731 §3.1; RFC 9051 §6.4.4: ESEARCH always
+        returns = set(cmd.returns or ("ALL",))
+        if "SAVE" in returns:  # RFC 5182 §2.1: with only MIN/MAX, only those are saved
+            chosen = matches
+            if matches and not returns & {"ALL", "COUNT"} and returns & {"MIN", "MAX"}:
+                ends = [min(matches, key=lambda m: m.uid)] if "MIN" in returns else []
+                ends += [max(matches, key=lambda m: m.uid)] if "MAX" in returns else []
+                chosen = ends
+            assert s.selected is not None
+            s.selected.saved = {m.uid for m in chosen}
+            returns.discard("SAVE")
+            if not returns:
+                return f"{'UID ' if cmd.uid else ''}SEARCH completed"
         parts = [b'(TAG "%s")' % cmd.tag.encode("latin-1")]
         if cmd.uid:
             parts.append(b"UID")
-        returns = set(cmd.returns)
         if numbers:
             if "MIN" in returns:
                 parts.append(b"MIN %d" % min(numbers))

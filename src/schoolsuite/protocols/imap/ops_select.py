@@ -15,8 +15,8 @@ PERMANENT = "\\Seen \\Answered \\Flagged \\Deleted \\Draft"
 
 
 def deselect(s: Session) -> None:
-    if s.selected is not None and s.qresync:
-        s.send(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 §3.2.11
+    if s.selected is not None and (s.qresync or s.rev2):
+        s.send(b"* OK [CLOSED] Previous mailbox closed\r\n")  # RFC 7162 §3.2.11, RFC 9051 §7.1
     s.selected = None
 
 
@@ -51,15 +51,20 @@ def do_select(s: Session, cmd: Select) -> Any:
 
 def _opened(s: Session, cmd: Select, box: mail.Mailbox, view: SelectedMailbox, index: mail.MailboxIndex,
             table: list[str], first_recent: int) -> str:
-    view.recent = {u for u in view.uids if u >= first_recent}
+    view.recent = set() if s.rev2 else {u for u in view.uids if u >= first_recent}
     view.keywords = len(table)
     flags = PERMANENT + "".join(" " + k for k in table)
     s.send(b"* FLAGS (%s)\r\n" % flags.encode("utf-8"))
     permanent = flags + " \\*" if not view.readonly else ""
     s.send(b"* OK [PERMANENTFLAGS (%s)] Flags permitted\r\n" % permanent.encode("utf-8"))
     s.send(b"* %d EXISTS\r\n" % len(view.uids))
-    s.send(b"* %d RECENT\r\n" % len(view.recent))
+    if s.rev2:  # RFC 9051 §6.3.2: LIST with the name instead of RECENT
+        s.send(b'* LIST () "/" %s\r\n' % render.mailbox_name(box.name, True))
+    else:
+        s.send(b"* %d RECENT\r\n" % len(view.recent))
     for seq, fl in enumerate(index.flags, 1):
+        if s.rev2:
+            break  # RFC 9051 dropped the UNSEEN response code
         if not fl & mail.SEEN:
             s.send(b"* OK [UNSEEN %d] First unseen\r\n" % seq)
             break

@@ -215,7 +215,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         first = b"".join(self._parts[:1]) or line
         if m is not None:
             size = int(m.group(1))
-            nonsync = m.group(2) == b"+"
+            nonsync = m.group(2) in (b"+", b"-")  # RFC 7888 LITERAL+ / LITERAL-
             tag = first.split(b" ", 1)[0]
             is_append = b" APPEND " in first[:200].upper()
             limit = self.limits.max_message_size if is_append else self.limits.max_literal

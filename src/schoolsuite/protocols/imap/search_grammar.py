@@ -12,12 +12,12 @@ from typing import Any
 from .grammar import ParseError, Reader, Search
 
 _NO_ARG = frozenset(("ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN",
-                     "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN", "SAVEDBEFORE"))
+                     "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN"))
 _STRING_ARG = frozenset(("BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"))
 _DATE_ARG = frozenset(("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"))
 _NUMBER_ARG = frozenset(("LARGER", "SMALLER", "OLDER", "YOUNGER"))
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_RETURN = frozenset(("MIN", "MAX", "ALL", "COUNT", "SAVE"))
+_RETURN = frozenset(("MIN", "MAX", "ALL", "COUNT", "SAVE"))  # RFC 4731, RFC 5182
 
 
 def parse_date(r: Reader) -> datetime.date:

@@ -22,7 +22,7 @@ from ...storage import UserView, UserWrite
 from ...storage import mail
 from . import render
 from .errors import Bad, Bye
-from .grammar import SeqSet
+from .grammar import SAVED, SeqSet
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SelectedMailbox:
     recent: set[int] = field(default_factory=set)
     pending_expunge: set[int] = field(default_factory=set)
     own: set[tuple[int, int]] = field(default_factory=set)  # (uid, modseq) this session reported itself
+    saved: set[int] = field(default_factory=set)  # SEARCH RETURN (SAVE) result, as uids (RFC 5182)
     keywords: int = 0  # keywords of the account's table announced in FLAGS
     claim: bool = False  # new messages were taken as \Recent; the store must learn it
 
@@ -49,6 +50,8 @@ class SelectedMailbox:
     def resolve(self, sequence: SeqSet, uid: bool) -> list[int]:
         """The uids a sequence set names (RFC 3501 §9 ``sequence-set``); ascending, unique."""
         uids = self.uids
+        if sequence == SAVED:  # RFC 5182 §2.1: the same messages whether used with UID or not
+            return [u for u in sorted(self.saved) if self.seq_of(u) is not None]
         out: set[int] = set()
         if uid:
             largest = uids[-1] if uids else 0
@@ -136,7 +139,7 @@ class Session:
         def claimed(span: tuple[int, int]) -> None:
             # Only what this session claimed first is \Recent here; then RECENT (RFC 3501 §7.3.2).
             first, last = span
-            if self.selected is view:
+            if self.selected is view and not self.rev2:
                 view.recent.update(u for u in view.uids[bisect_left(view.uids, first):] if u < last)
                 self.send(b"* %d RECENT\r\n" % len(view.recent))
 
@@ -147,8 +150,13 @@ class Session:
         return self.account_id is not None
 
     @property
+    def rev2(self) -> bool:
+        """IMAP4rev2 enabled (RFC 9051 via ENABLE): no \\Recent, ESEARCH for SEARCH, UTF-8 names."""
+        return "IMAP4REV2" in self.enabled
+
+    @property
     def utf8(self) -> bool:
-        return "UTF8=ACCEPT" in self.enabled
+        return "UTF8=ACCEPT" in self.enabled or self.rev2
 
     @property
     def qresync(self) -> bool:
@@ -250,7 +258,7 @@ class Session:
             if not view.readonly and new[-1] >= mailbox.recent_uid:
                 view.claim = True  # claim_recent() decides which are \Recent to this session
             self.send(b"* %d EXISTS\r\n" % len(view.uids))
-            if not view.claim:
+            if not view.claim and not self.rev2:
                 self.send(b"* %d RECENT\r\n" % len(view.recent))
         for uid in sorted(entries):
             seq = view.seq_of(uid)
