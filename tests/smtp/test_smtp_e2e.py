@@ -81,7 +81,9 @@ def test_remote_down_stays_queued_then_delivers_on_retry(mailsys: MailSystem) ->
     queue_id = listed.split()[0]
     controller, sink = start_sink("127.0.0.3", mailsys.sink_port)
     try:
-        assert mailsys.cli("queue", "retry", queue_id).returncode == 0
+        retry = mailsys.cli("queue", "retry", queue_id)
+        # The worker's own retry (every 1-2 s here) may have delivered it first.
+        assert retry.returncode == 0 or "no queued message" in retry.stderr
         got = sink.wait(1, timeout=20)
         assert got and b"delayed delivery" in got[0].data
         assert wait_for(lambda: "queue is empty" in mailsys.cli("queue", "list").stdout)
