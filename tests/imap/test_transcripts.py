@@ -90,3 +90,27 @@ def test_idle_reports_append_and_expunge_from_other_session(services, conn):
     other.cmd("c EXPUNGE")
     assert conn.read() == b"* 1 EXPUNGE\r\n"
     assert conn.cmd("DONE") == ["i OK IDLE terminated"]
+
+
+def test_idle_polls_the_store_for_changes_from_elsewhere(services, delivery, alice):
+    """A change the notifier never announced (another process) reaches an IDLE session within the poll time."""
+    from twisted.internet import task
+
+    from schoolsuite.protocols.imap.protocol import IDLE_POLL_SECONDS
+    from schoolsuite.storage import mail
+
+    clock = task.Clock()
+    c = Conn(services, clock=clock)
+    c.login()
+    c.cmd("s SELECT INBOX")
+    assert c.cmd("i IDLE") == ["+ idling"]
+    with services.store.write() as txn:  # straight into the store: no notification
+        user = txn.user(alice)
+        box = mail.find_mailbox(user, "INBOX")
+        mail.append(user, box, message("elsewhere"))
+        mail.save_mailbox(user, box)
+    assert c.read() == b""
+    clock.advance(IDLE_POLL_SECONDS)
+    assert c.read().startswith(b"* 1 EXISTS\r\n")
+    assert c.cmd("DONE") == ["i OK IDLE terminated"]
+    assert not any("_poll" in repr(call) for call in clock.getDelayedCalls())

@@ -50,6 +50,8 @@ class ImapLimits:
     preauth_seconds: int = 60
 
 
+IDLE_POLL_SECONDS = 30  # an IDLE session also checks the store this often (changes from other processes)
+
 # command → (allowed states, handler). States: n = not authenticated, a = authenticated, s = selected.
 _ANY, _AUTH, _SEL = "nas", "as", "s"
 HANDLERS: dict[str, tuple[str, Any]] = {
@@ -96,6 +98,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._deflate: Any = None
         self._client = ""
         self._admitted = False
+        self._idle_poll: Any = None
         self.session: Session | None = None
 
     # -- connection ------------------------------------------------------------
@@ -120,6 +123,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         SESSIONS.dec()
+        self._stop_poll()
         if self._mode == "idle":
             IDLE_SESSIONS.dec()
         self._closed = True
@@ -437,6 +441,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._mode = "idle"
         self._pending = cmd
         IDLE_SESSIONS.inc()
+        self._idle_poll = self.callLater(IDLE_POLL_SECONDS, self._poll)
         self.send(b"+ idling\r\n")
         s = self.session
         assert s is not None
@@ -447,10 +452,24 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             self.transport.loseConnection()
         return _ASYNC
 
+    def _poll(self) -> None:
+        """While idling, look at the store now and then: changes made by another process (which the
+        in-process notifier does not see) still arrive within IDLE_POLL_SECONDS."""
+        self._idle_poll = None
+        if self._mode == "idle" and not self._closed:
+            self._changed()
+            self._idle_poll = self.callLater(IDLE_POLL_SECONDS, self._poll)
+
+    def _stop_poll(self) -> None:
+        poll, self._idle_poll = self._idle_poll, None
+        if poll is not None and poll.active():
+            poll.cancel()
+
     def _idle_line(self, line: bytes) -> None:
         cmd = self._pending
         self._mode = "command"
         self._pending = None
+        self._stop_poll()
         IDLE_SESSIONS.dec()
         tag = cmd.tag.encode("latin-1")
         if line.rstrip(b"\r\n").upper() != b"DONE":
