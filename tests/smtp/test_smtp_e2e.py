@@ -19,7 +19,7 @@ def test_submission_starttls_local_and_remote_with_dkim(mailsys: MailSystem) -> 
     assert refused == {}
     copies = wait_for(lambda: [x for x in inbox(m.inst.dir, BOB) if b"to bob and a friend" in x])
     assert copies and b"DKIM-Signature:" in copies[0]
-    received = [r for r in m.sink.wait(1) if b"to bob and a friend" in r.data]
+    received = wait_for(lambda: [r for r in m.sink.messages if b"to bob and a friend" in r.data])
     assert received and received[0].rcpt_tos == ["friend@remote.example"]
     data = received[0].data
     assert b"127.0.0.1" not in data.split(b"\r\n\r\n")[0].split(b"DKIM-Signature")[0]  # Received hides the client
@@ -234,7 +234,6 @@ def test_mx_partial_quota_refusal_is_bounced(mailsys: MailSystem) -> None:
         assert client.data(raw)[0] == 250
     assert wait_for(lambda: [x for x in inbox(mailsys.inst.dir, BOB) if b"to a full mailbox" in x])
     assert not inbox(mailsys.inst.dir, "carol@school.example")
-    got = mailsys.sink.wait(before + 1)
-    dsn = [r for r in got[before:] if b"carol@school.example" in r.data]
+    dsn = wait_for(lambda: [r for r in mailsys.sink.messages[before:] if b"carol@school.example" in r.data])
     assert dsn and dsn[0].mail_from in ("", "<>") and dsn[0].rcpt_tos == ["dad@remote.example"]
     assert b"Action: failed" in dsn[0].data and b"Status: 5.2.2" in dsn[0].data
