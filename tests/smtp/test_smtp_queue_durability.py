@@ -54,7 +54,7 @@ def test_queue_delete_from_cli(tmp_path: Path) -> None:
 
 
 def test_smarthost_starttls_and_auth(tmp_path: Path) -> None:
-    """With a smarthost configured, remote mail goes there over verified STARTTLS with AUTH PLAIN."""
+    """Remote mail goes to the smarthost over verified STARTTLS with AUTH PLAIN; while it is down, it waits queued."""
     from support import free_port
 
     port = free_port()
@@ -70,16 +70,21 @@ def test_smarthost_starttls_and_auth(tmp_path: Path) -> None:
                                smarthost_username="relayuser", smarthost_password_file=str(password),
                                smarthost_ca_file=str(tmp_path / "inst" / "tls" / "cert.pem"))
     m = next(system)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(m.inst.cert), str(m.inst.dir / "tls" / "key.pem"))
-    controller, sink = start_sink("127.0.0.1", port, tls_context=context, require_starttls=True,
-                                  authenticator=authenticator, auth_required=True)
+    controller = None
     try:
         submit(m, message(ALICE, f"{BOB}, someone@anywhere.example", "via the smarthost"))
-        got = sink.wait(1, timeout=20)
-        assert got and got[0].rcpt_tos == ["someone@anywhere.example"] and b"via the smarthost" in got[0].data
-        assert logins == [("relayuser", "relay-secret")]
         assert wait_for(lambda: [x for x in inbox(m.inst.dir, BOB) if b"via the smarthost" in x])
+        # The smarthost is down: the message waits in the queue.
+        assert wait_for(lambda: "cannot connect" in m.cli("queue", "list").stdout)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(m.inst.cert), str(m.inst.dir / "tls" / "key.pem"))
+        controller, sink = start_sink("127.0.0.1", port, tls_context=context, require_starttls=True,
+                                      authenticator=authenticator, auth_required=True)
+        got = wait_for(lambda: [r for r in sink.messages if b"via the smarthost" in r.data])
+        assert got and got[0].rcpt_tos == ["someone@anywhere.example"]
+        assert logins == [("relayuser", "relay-secret")]
+        assert wait_for(lambda: "queue is empty" in m.cli("queue", "list").stdout)
     finally:
-        controller.stop()
+        if controller is not None:
+            controller.stop()
         system.close()
