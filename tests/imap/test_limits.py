@@ -75,7 +75,7 @@ def test_response_codes(conn):
     assert conn.cmd("c CREATE Sent") == ["c NO [ALREADYEXISTS] Mailbox already exists"]
     assert conn.cmd("d STATUS Nope (MESSAGES)") == ["d NO [NONEXISTENT] Mailbox does not exist"]
     conn.cmd("s SELECT INBOX")
-    assert conn.cmd("e COPY 1:* Nope")[-1].startswith("e BAD")  # empty mailbox: sequence 1 does not exist
+    assert conn.cmd("e COPY 1:* Nope") == ["e NO [TRYCREATE] Mailbox does not exist"]
 
 
 def test_keyword_limit_is_limit(conn, delivery, alice):
@@ -164,3 +164,10 @@ def test_compress_deflate(conn):
     assert inflate.decompress(out) == b"a OK NOOP completed\r\n"
     out = conn.send(deflate.compress(b"b COMPRESS DEFLATE\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
     assert inflate.decompress(out) == b"b NO [COMPRESSIONACTIVE] Compression is already active\r\n"
+
+
+def test_star_range_in_empty_mailbox_is_empty(conn):
+    """FETCH 1:* in an empty mailbox is OK with nothing, while FETCH 1 is BAD."""
+    conn.cmd("s SELECT INBOX")
+    assert conn.cmd("a FETCH 1:* (FLAGS)") == ["a OK FETCH completed"]
+    assert conn.cmd("b FETCH 1 (FLAGS)") == ["b BAD Invalid message sequence number"]

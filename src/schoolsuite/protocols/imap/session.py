@@ -63,6 +63,8 @@ class SelectedMailbox:
                 out.update(uids[bisect_left(uids, lo) : bisect_right(uids, hi)])
             return sorted(out)
         count = len(uids)
+        if count == 0 and all(a is None or b is None for a, b in sequence):
+            return []  # "1:*" in an empty mailbox names nothing; clients send it routinely
         for a, b in sequence:
             lo = count if a is None else a
             hi = count if b is None else b
