@@ -133,3 +133,11 @@ def test_access_log_names_no_file(files_server: FilesServer, alice: Dav) -> None
     log = (files_server.dir.parent / "server.log").read_text()
     assert '"PUT /files/... HTTP/1.1" 201' in log
     assert "Zeugnis-Entwurf-Mueller" not in log and "alice@school.example/" not in log
+
+
+def test_propfind_infinity_refused(alice: Dav) -> None:
+    """RFC 4918 §9.1: Depth infinity (or no Depth) is refused with propfind-finite-depth, like Apache does."""
+    for headers in ({"Depth": "infinity"}, {}):
+        r = alice.request("PROPFIND", "", headers=headers)
+        assert r.status == 403 and b"propfind-finite-depth" in r.body
+    assert alice.propfind("", "1").status == 207

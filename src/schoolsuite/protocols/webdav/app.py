@@ -209,6 +209,14 @@ class FilesApp:
         except PathError as e:
             status = "400 Bad Request" if e.status == 400 else "403 Forbidden"
             return _plain(start_response, status, e.reason)
+        if method == "PROPFIND" and environ.get("HTTP_DEPTH", "infinity").strip().lower() == "infinity":
+            # RFC 4918 §9.1: a server may refuse Depth: infinity (as Apache mod_dav does): the whole
+            # multistatus of a large tree would be built in memory.
+            body = (b'<?xml version="1.0" encoding="utf-8"?>\n'
+                    b'<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>\n')
+            start_response("403 Forbidden", [("Content-Type", "application/xml; charset=utf-8"),
+                                             ("Content-Length", str(len(body)))])
+            return [body]
         if path.owner is not None:
             path = type(path)(ctx.address, path.names, path.trailing_slash)
         environ["SCRIPT_NAME"] = "/files"
