@@ -234,3 +234,36 @@ def test_metrics_count_dav_requests(dav: DavServer) -> None:
     assert "schoolsuite_dav_request_seconds_bucket" in text
     assert "schoolsuite_dav_items_stored_total" in text
     assert "anna" not in text
+
+
+def test_vcard4_is_stored_and_returned_unchanged(dav: DavServer) -> None:
+    """A vCard 4.0 (RFC 6350) PUT into the address book comes back byte for byte on GET."""
+    card = ("BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:4fbe8971-0bc3-424c-9c26-36c3e1eff6b1\r\n"
+            "FN:Zoë Ñandú\r\nN:Ñandú;Zoë;;;\r\nEMAIL;TYPE=work:zoe@example.org\r\nKIND:individual\r\nEND:VCARD\r\n")
+    path = f"/dav/{A}/contacts/zoe.vcf"
+    assert dav.request("PUT", path, card, user=A, headers={"Content-Type": "text/vcard; version=4.0"}).status == 201
+    answer = dav.request("GET", path, user=A)
+    assert answer.status == 200 and "VERSION:4.0" in answer.text and "FN:Zoë Ñandú" in answer.text
+
+
+def test_calendar_query_with_expand_returns_occurrences_in_range(dav: DavServer) -> None:
+    """An expanded month query (calendar-data and getetag) returns the occurrences and in-range events only."""
+    cal = f"/dav/{A}/expand-test/"
+    assert dav.request("MKCALENDAR", cal, user=A).status == 201
+    dav.request("PUT", cal + "weekly.ics", event("exp-weekly", "20260105T100000Z", "20260105T110000Z",
+                                                 rrule="FREQ=WEEKLY;COUNT=52"), user=A,
+                headers={"Content-Type": "text/calendar"})
+    dav.request("PUT", cal + "march.ics", event("exp-march", "20260317T080000Z", "20260317T090000Z"), user=A,
+                headers={"Content-Type": "text/calendar"})
+    dav.request("PUT", cal + "june.ics", event("exp-june", "20260617T080000Z", "20260617T090000Z"), user=A,
+                headers={"Content-Type": "text/calendar"})
+    query = ('<C:calendar-query xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><prop><C:calendar-data>'
+             '<C:expand start="20260301T000000Z" end="20260401T000000Z"/></C:calendar-data><getetag/></prop>'
+             '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:time-range start="20260301T000000Z"'
+             ' end="20260401T000000Z"/></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>')
+    answer = dav.request("REPORT", cal, query, user=A, headers={"Depth": "1"})
+    assert answer.status == 207
+    assert "exp-march" in answer.text and "exp-june" not in answer.text
+    occurrences = re.findall(r"RECURRENCE-ID:(\d{8}T\d{6}Z)", answer.text)
+    assert occurrences == ["20260302T100000Z", "20260309T100000Z", "20260316T100000Z", "20260323T100000Z",
+                           "20260330T100000Z"]

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 USER = "anna@school.example"
 
 
-def tester_program() -> str:
+def peer_program() -> str:
     path = shutil.which("caldav-server-tester") or str(Path(sys.executable).with_name("caldav-server-tester"))
     if not Path(path).exists():
         pytest.fail("caldav-server-tester is missing: pip install the test extra")
@@ -34,7 +34,7 @@ def tester_program() -> str:
 
 def profile(config: Path) -> dict[str, str]:
     """Feature → support level, as caldav-server-tester reports them."""
-    out = subprocess.run([tester_program(), "--format", "text", "--verbose"], capture_output=True, text=True,
+    out = subprocess.run([peer_program(), "--format", "text", "--verbose"], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "CALDAV_CONFIG_FILE": str(config)})
     found = dict(re.findall(r"^## (\S+)\nFeature support level found: (\S+)", out.stdout, re.M))
     assert found, out.stderr[-2000:]

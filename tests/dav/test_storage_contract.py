@@ -311,3 +311,63 @@ def test_school_directory_lists_active_accounts(backend: Backend) -> None:
         book.sync(token)
     with pytest.raises(ValueError):
         put(book, "x.vcf", vcard("x"))
+
+
+def _filter(xml: str):  # type: ignore[no-untyped-def]
+    from xml.etree import ElementTree as ET
+
+    return ET.fromstring(f'<CR:filter xmlns:CR="urn:ietf:params:xml:ns:carddav">{xml}</CR:filter>')
+
+
+def test_card_prefilter_only_for_one_plain_text_match() -> None:
+    """The address-book prefilter applies to one positive text-match on a plain property, nothing else."""
+    from schoolsuite.protocols.dav.plugin_storage import card_prefilter
+
+    one = '<CR:prop-filter name="FN"><CR:text-match match-type="contains">MüL</CR:text-match></CR:prop-filter>'
+    assert card_prefilter([_filter(one)]) == ("mül", False)
+    octet = one.replace('match-type="contains"', 'collation="i;octet"')
+    assert card_prefilter([_filter(octet)]) == ("MüL", True)
+    for refused in (one.replace('"FN"', '"N"'), one.replace("<CR:text-match", '<CR:text-match negate-condition="yes"'),
+                    one + one, '<CR:prop-filter name="FN"><CR:is-not-defined/></CR:prop-filter>'):
+        assert card_prefilter([_filter(refused)]) is None, refused
+
+
+def test_card_prefilter_sees_through_folding_and_escapes() -> None:
+    """A needle split by line folding or written with vCard escapes is still a candidate; others are dropped."""
+    from schoolsuite.protocols.dav.plugin_storage import may_contain
+
+    card = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Schmidt\\, Anna-Maria von der Lin\r\n de\r\nEND:VCARD\r\n"
+    assert may_contain(card, "schmidt, anna-maria von der linde", False)
+    assert not may_contain(card, "müller", False)
+    assert may_contain("BEGIN:VCARD\r\nNOTE;ENCODING=b:bXVsbGVy\r\nEND:VCARD\r\n", "müller", False)
+
+
+def test_address_book_text_query_finds_the_same_cards(backend: Backend) -> None:
+    """get_filtered with the prefilter yields every card Radicale's full filter accepts."""
+    from radicale.app.report import test_filter
+
+    book, _, _ = backend.storage.create_collection(f"/{A}/book/", props={"tag": "VADDRESSBOOK"})
+    names = ["Jörg Müller", "Anna Müllerová", "Bert Chu", "MÜLLER\\, Karl", "Eva Schmidt"]
+    for n, name in enumerate(names):
+        put(book, f"{n}.vcf", vcard(f"c{n}", name))
+    flt = _filter('<CR:prop-filter name="FN"><CR:text-match match-type="contains">müller</CR:text-match>'
+                  '</CR:prop-filter>')
+    candidates = list(discover(backend, f"/{A}/book/")[0].get_filtered([flt]))
+    assert len(candidates) < len(names)
+    matched = {item.uid for item, _ in candidates if test_filter("VADDRESSBOOK", item, flt)}
+    everything = {item.uid for item in book.get_all() if test_filter("VADDRESSBOOK", item, flt)}
+    assert matched == everything == {"c0", "c1", "c3"}
+
+
+def test_radicale_app_and_sharing_share_one_storage(backend: Backend) -> None:
+    """Radicale's app and its sharing module get the same storage object (one set of LMDB handles)."""
+    from types import SimpleNamespace
+
+    from schoolsuite.config import DavConfig
+    from schoolsuite.protocols.dav.app import build_application
+
+    services = SimpleNamespace(store=backend.store, reactor=None, auth=None)
+    middleware, storage = build_application(services, DavConfig())
+    app = middleware.app
+    assert app._storage is storage
+    assert app._sharing._storage is storage

@@ -92,9 +92,10 @@ class DavResource(WSGIResource):
 
     def body_gate(self, head: Any) -> Accept | Reject:
         """Refuse an oversized body from its Content-Length before reading it (body.py)."""
-        limit = self._limits.max_item_size if head.method == b"PUT" else self._limits.max_request_size
+        item_put = head.method == b"PUT" and not head.path.split(b"?", 1)[0].endswith(b"/")
+        limit = self._limits.max_item_size if item_put else self._limits.max_request_size
         if head.length is not None and head.length > limit:
-            if head.method == b"PUT":
+            if item_put:
                 ctype = (head.headers.getRawHeaders(b"content-type") or [b""])[0].lower()
                 kind = "CR" if b"vcard" in ctype or head.path.lower().endswith(b".vcf") else "C"
                 return Reject(413, ((b"Content-Type", b"application/xml; charset=utf-8"),),

@@ -27,11 +27,15 @@ from typing import Any, ContextManager
 
 from radicale import item as radicale_item
 from radicale import pathutils, storage, types
+from radicale.item import filter as radicale_filter
 
 from ...services.accounts import AccountError, normalize_address
 from ...storage import dav as store_dav
 from ...storage.dav import CollectionRecord, DavStore, ItemRecord
 from . import metrics as dav_metrics
+
+#: Per request (WSGI thread): the time range of a calendar-query with expand (wsgi.py sets it).
+EXPAND_HINT = threading.local()
 
 #: Sync tokens are URIs (RFC 6578 §6.2) that no client resolves (RFC 2606 .invalid).
 TOKEN_PREFIX = "https://schoolsuite.invalid/ns/sync/"
@@ -90,7 +94,8 @@ class Collection(storage.BaseCollection):
         rec = self._record
         token = f"{TOKEN_PREFIX}{rec.incarnation}-{rec.last_seq}"
         if not old_token:
-            return token, [item.href for item in self._records()]
+            # Lazy: PROPFIND asks only for the token; a full listing reads the items when iterated.
+            return token, (item.href for item in self._records())
         incarnation, _, seq_text = old_token.removeprefix(TOKEN_PREFIX).rpartition("-")
         if not old_token.startswith(TOKEN_PREFIX) or incarnation != rec.incarnation or not seq_text.isdigit():
             raise ValueError("sync token of another collection or malformed")
@@ -118,6 +123,36 @@ class Collection(storage.BaseCollection):
 
     def get_all(self) -> Iterable[radicale_item.Item]:
         return [self._item(rec) for rec in self._records()]
+
+    def get_filtered(self, filters: Iterable[Any]) -> Iterable[tuple[radicale_item.Item, bool]]:
+        """Calendars: Radicale's prefilter on the stored time ranges (no parsing of what is out of range).
+
+        Address books: a simple text query (one text-match on a plain text property)
+        first drops every card whose raw text cannot contain the needle, so only
+        candidates are parsed by Radicale's full filter (RFC 6352 §10.5.4).
+        """
+        window = getattr(EXPAND_HINT, "window", None)
+        if window is not None and self.tag == "VCALENDAR":
+            # RFC 4791 §9.6.5 with expand: Radicale drops the time range before retrieval and
+            # applies it after expanding every item. An item whose whole span (recurrences
+            # included) misses the range yields nothing then, so it is skipped unparsed.
+            start, end = window
+            # As Radicale's own prefilter: the component tag, and "fully matched" when the
+            # remaining filter is that simple (Radicale then parses nothing before expanding).
+            tag, fstart, fend, simple = radicale_filter.simplify_prefilters(filters, "VCALENDAR")
+            for rec in self._records():
+                if (tag is None or rec.component == tag) and rec.start < end and rec.end > start:
+                    if rec.start < fend and rec.end > fstart:
+                        yield self._item(rec), simple and (fstart <= rec.start or rec.end <= fend)
+            return
+        needle = card_prefilter(list(filters)) if self.tag == "VADDRESSBOOK" else None
+        if needle is None:
+            yield from super().get_filtered(filters)
+            return
+        text, case_sensitive = needle
+        for rec in self._records():
+            if may_contain(rec.text, text, case_sensitive):
+                yield self._item(rec), False
 
     def get(self, href: str) -> radicale_item.Item | None:
         rec = self._backend.dav.read(self._account_id, store_dav.get_item, self._record.path, href)
@@ -181,6 +216,36 @@ def record_of(href: str, item: radicale_item.Item) -> ItemRecord:
     start, end = item.time_range
     return ItemRecord(href=href, text=item.serialize(), etag=item.etag, uid=item.uid, name=item.name,
                       component=item.component_name, start=start, end=end)
+
+
+#: vCard properties whose parsed value is their unescaped text (structured ones like N are not).
+_PLAIN_CARD_PROPS = frozenset({"FN", "EMAIL", "TEL", "UID", "NOTE", "TITLE", "URL", "NICKNAME", "ROLE"})
+_CR = "{urn:ietf:params:xml:ns:carddav}"
+
+
+def card_prefilter(filters: list[Any]) -> tuple[str, bool] | None:
+    """(needle, case sensitive) when the query is one positive text-match on a plain property."""
+    if len(filters) != 1 or len(filters[0]) != 1:
+        return None
+    prop = filters[0][0]
+    if prop.tag != _CR + "prop-filter" or prop.get("name", "").upper() not in _PLAIN_CARD_PROPS or len(prop) != 1:
+        return None
+    match = prop[0]
+    if match.tag != _CR + "text-match" or match.get("negate-condition") == "yes":
+        return None
+    case_sensitive = match.get("collation") == "i;octet"
+    text = next(match.itertext(), "")
+    return (text if case_sensitive else text.lower()), case_sensitive
+
+
+def may_contain(raw: str, needle: str, case_sensitive: bool) -> bool:
+    """False only when no property value of the card can contain ``needle`` (every match type needs it)."""
+    if "ENCODING=" in raw.upper():
+        return True  # encoded values are decoded by the parser: let the full filter decide
+    text = raw.replace("\r\n ", "").replace("\r\n\t", "").replace("\n ", "").replace("\n\t", "")
+    text = (text.replace("\\\\", "\x00").replace("\\,", ",").replace("\\;", ";")
+            .replace("\\n", "\n").replace("\\N", "\n").replace("\x00", "\\"))
+    return needle in (text if case_sensitive else text.lower())
 
 
 def _null_context(path: str, href: str | None) -> ContextManager[None]:

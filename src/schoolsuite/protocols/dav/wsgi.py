@@ -29,9 +29,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import defusedxml.ElementTree as DefusedET
+from radicale.item.filter import time_range_timestamps
 from twisted.logger import Logger
 
 from . import metrics as dav_metrics
+from .plugin_storage import EXPAND_HINT
 
 log = Logger(namespace="schoolsuite.dav")
 
@@ -74,6 +77,37 @@ def error_response(error: DavError) -> tuple[str, list[tuple[str, str]], bytes]:
         body, ctype = (error.text + "\n").encode(), "text/plain; charset=utf-8"
     headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
     return f"{error.status} {error.reason}", headers, body
+
+
+_CAL = "{urn:ietf:params:xml:ns:caldav}"
+
+
+def expand_window(body: bytes) -> tuple[int, int] | None:
+    """The time range of a calendar-query with C:expand (RFC 4791 §9.6.5), when it is the only filter.
+
+    Shape: filter/comp-filter VCALENDAR/comp-filter X/time-range, nothing else; otherwise None.
+    """
+    if b"expand" not in body or b"calendar-query" not in body:
+        return None
+    try:
+        root = DefusedET.fromstring(body)
+    except Exception:
+        return None
+    if root.tag != _CAL + "calendar-query" or root.find(f".//{_CAL}expand") is None:
+        return None
+    filters = root.findall(_CAL + "filter")
+    if len(filters) != 1 or len(filters[0]) != 1:
+        return None
+    vcalendar = filters[0][0]
+    if vcalendar.tag != _CAL + "comp-filter" or vcalendar.get("name", "").upper() != "VCALENDAR" or len(vcalendar) != 1:
+        return None
+    component = vcalendar[0]
+    if component.tag != _CAL + "comp-filter" or len(component) != 1 or component[0].tag != _CAL + "time-range":
+        return None
+    try:
+        return time_range_timestamps(component[0])
+    except Exception:
+        return None
 
 
 def _kind(environ: dict[str, Any]) -> str:
@@ -131,6 +165,7 @@ class Middleware:
             respond(status, headers)
             return body_parts
         finally:
+            EXPAND_HINT.window = None
             code_text = seen.get("status", "500").split(" ", 1)[0]
             label = dav_metrics.method_label(method)
             dav_metrics.REQUESTS.labels(label, code_text).inc()
@@ -144,7 +179,9 @@ class Middleware:
                 environ[key] = environ.get(key, "").encode("latin-1").decode("utf-8")
             except UnicodeError:
                 raise DavError(400, "Bad Request", text="the path is not UTF-8") from None
-        limit = self.limits.max_item_size if method == "PUT" else self.limits.max_request_size
+        # One item per PUT, except a whole-collection import (PUT on the collection's URL).
+        item_put = method == "PUT" and not environ.get("PATH_INFO", "").endswith("/")
+        limit = self.limits.max_item_size if item_put else self.limits.max_request_size
         length_text = environ.get("CONTENT_LENGTH", "")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if length_text:
@@ -161,8 +198,13 @@ class Middleware:
         else:
             length = 0
         if length > limit:
-            element = f"{_kind(environ)}:max-resource-size" if method == "PUT" else None
+            element = f"{_kind(environ)}:max-resource-size" if item_put else None
             raise DavError(413, "Content Too Large", element, text="the request body is too large")
+        EXPAND_HINT.window = None
+        if method == "REPORT" and 0 < length:
+            data = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(data)
+            EXPAND_HINT.window = expand_window(data)
 
     def _fault(self, method: str, status: str | None) -> tuple[str, list[tuple[str, str]], list[bytes]]:
         incident = os.urandom(6).hex()
