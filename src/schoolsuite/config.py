@@ -213,6 +213,8 @@ class SMTPConfig:
 
     max_message_size: int = _opt(50 << 20, "Largest message accepted (announced as SIZE in EHLO).", kind="size")
     max_recipients: int = _opt(100, "Recipients per message.", min=1)
+    max_buffered: int = _opt(1 << 30, "Message bytes all SMTP connections together may hold in memory while "
+                                      "receiving; beyond it a message is answered 452 4.3.1.", kind="size")
     max_connections: int = _opt(500, "Concurrent SMTP connections per listener.", min=1)
     max_connections_per_client: int = _opt(20, "Concurrent SMTP connections from one client IP.", min=1)
     idle_timeout_seconds: int = _opt(300, "Close an SMTP connection idle this long (RFC 5321 §4.5.3.2).", min=5)

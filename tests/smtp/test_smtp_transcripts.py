@@ -332,3 +332,22 @@ def test_fuzz_sessions_answer_only_with_replies(chunks: list[bytes], mode: str) 
         assert re.match(r"^[2345]\d\d[ -]", line), line
     assert "incident" not in out
     assert c.settings.transport.received == [] or all(b"\r\n" in m for _, m in c.settings.transport.received)
+
+
+def test_memory_budget_refuses_with_452_and_is_released() -> None:
+    """When all connections together hold more message bytes than the budget, the message gets 452 4.3.1; bytes are given back."""
+    from schoolsuite.protocols.smtp.session import MemoryBudget
+
+    budget = MemoryBudget(5000)
+    settings = make_settings("mx", budget=budget)
+    c = Conn(settings)
+    c.send("EHLO x\r\nMAIL FROM:<p@parents.example>\r\nRCPT TO:<bob@school.example>\r\nDATA\r\n")
+    assert c.codes("Subject: big\r\n\r\n" + ("y" * 98 + "\r\n") * 80 + ".\r\n") == ["452 4.3.1"]
+    assert budget.held == 0 and settings.transport.received == []
+    c.send("MAIL FROM:<p@parents.example>\r\nRCPT TO:<bob@school.example>\r\n")
+    assert c.codes(b"BDAT 3000\r\n" + b"a" * 3000) == ["250 2.0.0"]
+    assert budget.held == 3000
+    assert c.codes(b"BDAT 3000 LAST\r\n" + b"a" * 3000) == ["452 4.3.1"]
+    assert budget.held == 0
+    c.send("MAIL FROM:<p@parents.example>\r\nRCPT TO:<bob@school.example>\r\nDATA\r\n")
+    assert c.codes("Subject: small\r\n\r\nok\r\n.\r\n") == ["250 2.0.0"] and budget.held == 0

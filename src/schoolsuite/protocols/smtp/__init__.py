@@ -16,7 +16,7 @@ from twisted.internet.protocol import Factory
 
 from ... import server
 from .protocol import SMTPFactory
-from .session import Settings
+from .session import MemoryBudget, Settings
 
 MODES = {"submission": "submission", "submissions": "submission", "mx": "mx"}
 
@@ -38,6 +38,8 @@ def build_factory(ctx: Any) -> Factory:
     smtp = config.smtp
     transport = transport_of(ctx.services, config)
     ctx.reactor.callWhenRunning(transport.start)
+    if getattr(transport, "memory_budget", None) is None:
+        transport.memory_budget = MemoryBudget(smtp.max_buffered)
     settings = Settings(
         listener=ctx.name,
         mode=MODES[ctx.name],
@@ -55,6 +57,7 @@ def build_factory(ctx: Any) -> Factory:
         auth=ctx.services.auth,
         sessions=ctx.services.sessions,
         reactor=ctx.reactor,
+        budget=transport.memory_budget,
     )
     return SMTPFactory(settings)
 

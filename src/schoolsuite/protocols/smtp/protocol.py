@@ -50,6 +50,8 @@ class SMTPServerProtocol(Protocol):
         self._bdat: Bdat | None = None
         self._bdat_left = 0
         self._bdat_parts: list[bytes] = []
+        self._held = 0  # bytes taken from the shared memory budget
+        self._over_budget = False
         self._errors = 0
         self._timer: Any = None
         self._paused = False
@@ -95,6 +97,7 @@ class SMTPServerProtocol(Protocol):
         # A transaction in progress is simply dropped: nothing was committed.
         self._data_parts.clear()
         self._bdat_parts.clear()
+        self._release()
 
     def _arm_timer(self) -> None:
         reactor = self.settings.reactor
@@ -197,13 +200,45 @@ class SMTPServerProtocol(Protocol):
                 transaction.too_big = True
             self._data_parts.clear()
             return
+        if self._over_budget or not self._hold(len(chunk)):
+            self._data_parts.clear()
+            return
         self._data_parts.append(chunk)
+
+    def _hold(self, n: int) -> bool:
+        """Take ``n`` bytes from the process-wide budget; False (and the message is refused) when spent."""
+        budget = self.settings.budget
+        if budget is None:
+            return True
+        if not budget.take(n):
+            self._over_budget = True
+            return False
+        self._held += n
+        return True
+
+    def _release(self) -> None:
+        if self._held and self.settings.budget is not None:
+            self.settings.budget.give(self._held)
+        self._held = 0
+
+    def _budget_refusal(self) -> SMTPReply | None:
+        """The reply for a message dropped for want of memory (the flag is cleared)."""
+        if not self._over_budget:
+            return None
+        self._over_budget = False
+        return SMTPReply("Insufficient system storage; try again later", code=452, enhanced="4.3.1")
 
     def _end_data(self, empty: bytes | None) -> None:
         data = b"" if empty is not None else dot_unstuff(b"".join(self._data_parts))
         self._data_parts.clear()
         self._data_size = 0
         self._mode = "line"
+        self._release()  # the message now lives in ``data`` until it is committed
+        refusal = self._budget_refusal()
+        if refusal is not None:
+            self.session.reset()
+            self._refuse(refusal)
+            return
         self._run(lambda: finish(self.session, data))
 
     def _bdat_step(self) -> bool:
@@ -221,6 +256,9 @@ class SMTPServerProtocol(Protocol):
                 if transaction.size > self.settings.max_size:
                     transaction.too_big = True
                     self._bdat_parts.clear()
+                elif self._over_budget or not self._hold(take):
+                    self._bdat_parts.clear()
+                    transaction.chunks.clear()
                 else:
                     self._bdat_parts.append(chunk)
             if self._bdat_left:
@@ -233,28 +271,33 @@ class SMTPServerProtocol(Protocol):
     def _bdat_done(self, command: Bdat | None) -> Any:
         session = self.session
         transaction = session.transaction
+        refusal: SMTPReply | None = None
         if not session.extended:
+            refusal = BadSequence("BDAT needs EHLO (CHUNKING)")
+        elif transaction is None:
+            refusal = BadSequence("Need MAIL before BDAT")
+        elif not transaction.recipients:
+            refusal = BadSequence("Need RCPT before BDAT")
+        else:
+            refusal = self._budget_refusal()
+            if refusal is None and transaction.too_big:
+                refusal = SMTPReply("Message size exceeds fixed maximum message size", code=552, enhanced="5.3.4")
+        if refusal is not None:
+            # RFC 3030 §2: the chunk was read all the same; a failed chunk ends the transaction.
             self._bdat_parts.clear()
-            raise BadSequence("BDAT needs EHLO (CHUNKING)")
-        if transaction is None:
-            self._bdat_parts.clear()
-            raise BadSequence("Need MAIL before BDAT")
-        if not transaction.recipients:
-            self._bdat_parts.clear()
-            raise BadSequence("Need RCPT before BDAT")
+            self._over_budget = False
+            self._release()
+            if transaction is not None and transaction.recipients:
+                session.reset()
+            raise refusal
         transaction.bdat = True
         transaction.chunks.extend(self._bdat_parts)
         self._bdat_parts.clear()
         if command is not None and command.last:
+            self._release()  # the message now lives in ``data`` until it is committed
             data = b"".join(transaction.chunks)
             transaction.chunks.clear()
-            if transaction.too_big:
-                session.reset()
-                raise SMTPReply("Message size exceeds fixed maximum message size", code=552, enhanced="5.3.4")
             return finish(session, data)
-        if transaction.too_big:
-            session.reset()  # RFC 3030 §2: a failed chunk ends the transaction
-            raise SMTPReply("Message size exceeds fixed maximum message size", code=552, enhanced="5.3.4")
         return Reply(250, "2.0.0", f"{command.size if command else 0} octets received")
 
     # -- commands -------------------------------------------------------------------
@@ -263,6 +306,7 @@ class SMTPServerProtocol(Protocol):
         session = self.session
         verb = command.verb
         if isinstance(command, Hello):
+            self._release()
             return hello.handle(session, command)
         if isinstance(command, MailFrom):
             return envelope.mail(session, command)
@@ -286,6 +330,7 @@ class SMTPServerProtocol(Protocol):
             self._data_parts, self._data_size = [], 0
             return Reply(354, None, "End data with <CR><LF>.<CR><LF>")
         if verb == "RSET":
+            self._release()
             return envelope.rset(session)
         if verb == "QUIT":
             return Reply(221, "2.0.0", "Bye", close=True)

@@ -41,6 +41,24 @@ class Settings:
     reactor: Any = None
     open_per_client: dict[str, int] = field(default_factory=dict)
     open_total: int = 0
+    budget: "MemoryBudget | None" = None  # shared by every SMTP listener of the process
+
+
+class MemoryBudget:
+    """Bytes of message data held by all connections; a message beyond it is refused (452 4.3.1)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held = max(0, self.held - n)
 
 
 @dataclass
