@@ -114,3 +114,27 @@ def test_idle_polls_the_store_for_changes_from_elsewhere(services, delivery, ali
     assert c.read().startswith(b"* 1 EXISTS\r\n")
     assert c.cmd("DONE") == ["i OK IDLE terminated"]
     assert not any("_poll" in repr(call) for call in clock.getDelayedCalls())
+
+
+def test_metrics_count_commands_and_idle(conn):
+    """Commands are counted by name and result, IDLE sessions are a gauge; no user name in any label."""
+    from schoolsuite.metrics import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    before_ok = value("schoolsuite_imap_commands_total", command="NOOP", result="ok")
+    before_bad = value("schoolsuite_imap_commands_total", command="FETCH", result="bad")
+    conn.cmd("a NOOP")
+    conn.cmd("b FETCH 1 FLAGS")
+    assert value("schoolsuite_imap_commands_total", command="NOOP", result="ok") == before_ok + 1
+    assert value("schoolsuite_imap_commands_total", command="FETCH", result="bad") == before_bad + 1
+    idle = value("schoolsuite_imap_idle_sessions")
+    conn.cmd("s SELECT INBOX")
+    conn.cmd("i IDLE")
+    assert value("schoolsuite_imap_idle_sessions") == idle + 1
+    conn.cmd("DONE")
+    assert value("schoolsuite_imap_idle_sessions") == idle
+    assert value("schoolsuite_imap_command_seconds_count", command="NOOP") >= 1
+    exposition = b"".join(__import__("prometheus_client").generate_latest(REGISTRY).splitlines(True))
+    assert b"alice" not in exposition

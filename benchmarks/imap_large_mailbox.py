@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""A 100,000-message INBOX on ``schoolsuite serve``: the everyday commands stay fast.
+
+Loads N messages with MULTIAPPEND, then times, over a plain loopback IMAP
+connection: SELECT, UID FETCH 1:* (FLAGS), the newest 50 headers, one UID STORE,
+FETCH CHANGEDSINCE, STATUS, another session's change seen by NOOP, SEARCH UNSEEN
+and a body search (which decrypts every message).
+
+    python benchmarks/imap_large_mailbox.py [--messages 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from imap_vs_dovecot import Client, load, make_messages, start_schoolsuite  # noqa: E402
+
+
+def timed(label: str, fn) -> None:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    print(f"{label:44s} {1000 * (time.perf_counter() - start):9.1f} ms", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="imapbig-"))
+    proc = None
+    try:
+        proc, port = start_schoolsuite(base, 10)
+        messages = make_messages(min(args.messages, 5000))
+        batches = [messages[i % len(messages)] for i in range(args.messages)]
+        took, _ = load(port, batches, batch=500)
+        print(f"loaded {args.messages} messages in {took:.1f} s", flush=True)
+        n = args.messages
+        c = Client(port)
+        c.login()
+        timed("SELECT INBOX", lambda: c.command("SELECT INBOX"))
+        timed("UID FETCH 1:* (FLAGS)", lambda: c.command("UID FETCH 1:* (FLAGS)"))
+        timed("UID FETCH newest 50 (headers)", lambda: c.command(
+            f"UID FETCH {n - 49}:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"))
+        line, _ = c.command("STATUS INBOX (HIGHESTMODSEQ)")
+        timed("UID STORE one message", lambda: c.command(f"UID STORE {n // 2} +FLAGS (\\Seen)"))
+        timed("UID FETCH 1:* (FLAGS) (CHANGEDSINCE recent)", lambda: c.command(
+            f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {n})"))
+        timed("STATUS INBOX (MESSAGES UNSEEN)", lambda: c.command("STATUS INBOX (MESSAGES UNSEEN)"))
+        other = Client(port)
+        other.login()
+        other.command("SELECT INBOX")
+        other.command(f"UID STORE {n // 3} +FLAGS (\\Flagged)")
+        timed("NOOP that reports another session's STORE", lambda: c.command("NOOP"))
+        other.close()
+        timed("SEARCH UNSEEN", lambda: c.command("SEARCH UNSEEN"))
+        timed("UID SEARCH BODY (decrypts every message)", lambda: c.command("UID SEARCH BODY xylophone"))
+        c.close()
+        return 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
