@@ -52,3 +52,22 @@ def test_queue_commands_on_empty_queue(instance: Instance) -> None:
         out = cli(instance, "queue", action, "00112233445566ff")
         assert out.returncode == 2 and out.stderr == "schoolsuite: no queued message 00112233445566ff\n"
     assert cli(instance, "queue", "delete", "not-hex").returncode == 2
+
+
+def test_signer_leaves_unsignable_message_unchanged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A message dkimpy cannot sign goes out unsigned instead of failing; a domain without key is untouched."""
+    import os
+
+    from schoolsuite.services import dkim_keys
+    from schoolsuite.storage import Store
+
+    store = Store.open(tmp_path / "d", os.urandom(32), map_size=1 << 28)
+    try:
+        dkim_keys.generate(store, "x.example")
+        signer = dkim_keys.DkimSigner(store)
+        assert signer.sign(b"not a message", "x.example") == b"not a message"
+        plain = b"From: a@y.example\r\n\r\nbody\r\n"
+        assert signer.sign(plain, "y.example") == plain
+        assert signer.sign(b"From: a@x.example\r\n\r\nbody\r\n", "x.example").startswith(b"DKIM-Signature: v=1;")
+    finally:
+        store.close()

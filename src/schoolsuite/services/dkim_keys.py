@@ -17,8 +17,12 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from twisted.logger import Logger
+
 from ..storage import Store
 from ..storage import queue as records
+
+log = Logger(namespace="schoolsuite.dkim")
 
 DEFAULT_SELECTOR = "schoolsuite"
 # RFC 6376 §5.4.1: From must be signed; the rest are the fields a replay or edit would change.
@@ -96,7 +100,11 @@ class DkimSigner:
         present = {name.split(b":", 1)[0].strip().lower() for name in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
                    if b":" in name and name[:1] not in (b" ", b"\t")}
         include = [h for h in SIGNED_HEADERS if h in present]
-        signature = dkim.sign(message, key.selector.encode(), domain.encode(), key.private_pem.encode(),
-                              canonicalize=(b"relaxed", b"relaxed"), include_headers=include,
-                              linesep=b"\r\n")
+        try:
+            signature = dkim.sign(message, key.selector.encode(), domain.encode(), key.private_pem.encode(),
+                                  canonicalize=(b"relaxed", b"relaxed"), include_headers=include,
+                                  linesep=b"\r\n")
+        except dkim.DKIMException as exc:  # a header dkimpy cannot parse: send unsigned rather than not at all
+            log.warn("DKIM signing for {domain} skipped: {error}", domain=domain, error=str(exc)[:200])
+            return message
         return signature + message
