@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Acceptance rate of schoolsuite's MX against Debian's Postfix, same load, same machine, one run.
 
-    python benchmarks/smtp_vs_postfix.py [--small N] [--large N] [--concurrency C] [--quick]
+    python benchmarks/smtp_vs_postfix.py [--small N] [--large N] [--concurrency C] [--rounds R] [--quick]
 
 Postfix (installed with apt-get if missing) runs as a private instance from a
 temporary config directory: it listens on 127.0.0.1 only, has no relayhost,
@@ -23,6 +23,7 @@ import os
 import shutil
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -268,11 +269,12 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=400, help="10 KB messages per server (default 400)")
     parser.add_argument("--large", type=int, default=40, help="1 MB messages per server (default 40)")
     parser.add_argument("--concurrency", type=int, default=8, help="parallel connections (default 8)")
-    parser.add_argument("--quick", action="store_true", help="100 small and 10 large messages")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per size; medians reported")
+    parser.add_argument("--quick", action="store_true", help="100 small and 10 large messages, one round")
     parser.add_argument("--timeout", type=float, default=300, help="time bound per run in seconds")
     args = parser.parse_args()
     if args.quick:
-        args.small, args.large = 100, 10
+        args.small, args.large, args.rounds = 100, 10, 1
     if os.geteuid() != 0:
         print("run as root: Postfix is installed and started as a private instance", file=sys.stderr)
         return 2
@@ -290,25 +292,33 @@ def main() -> int:
         load(suite.ports["mx"], 8, 10_000, 2, 60)
         warm_pf, warm_ss = postfix.held(), 8
         for label, size, count in (("10 KB", 10_000, args.small), ("1 MB", 1_000_000, args.large)):
-            pf = load(postfix.port, count, size, args.concurrency, args.timeout)
-            ss = load(suite.ports["mx"], count, size, args.concurrency, args.timeout)
-            results.append((label, count, pf, ss))
+            rounds = []
+            for _ in range(args.rounds):  # alternate the two servers so that load from others hits both
+                rounds.append((load(postfix.port, count, size, args.concurrency, args.timeout),
+                               load(suite.ports["mx"], count, size, args.concurrency, args.timeout)))
+            results.append((label, count, rounds))
         held = postfix.held() - warm_pf
         suite.stop()
         stored = suite.inbox_count() - warm_ss
     finally:
         suite.stop()
         postfix.stop()
-    print(f"\nSMTP acceptance, {args.concurrency} parallel connections, loopback, {os.cpu_count()} CPUs")
+    print(f"\nSMTP acceptance, {args.concurrency} parallel connections, loopback, {os.cpu_count()} CPUs, "
+          f"median of {args.rounds} alternating rounds")
     print(f"{'size':>6} {'msgs':>5} | {'postfix msg/s':>13} {'refused':>7} | {'schoolsuite msg/s':>17} "
-          f"{'refused':>7} | {'ratio':>5}")
+          f"{'refused':>7} | {'ratio':>5} | rounds (postfix/schoolsuite msg/s)")
     accepted_pf = accepted_ss = 0
-    for label, count, (pf_ok, pf_bad, pf_s), (ss_ok, ss_bad, ss_s) in results:
-        pf_rate, ss_rate = pf_ok / pf_s, ss_ok / ss_s
-        accepted_pf += pf_ok
-        accepted_ss += ss_ok
+    for label, count, rounds in results:
+        pf_rates = [ok / secs for (ok, _, secs), _ in rounds]
+        ss_rates = [ok / secs for _, (ok, _, secs) in rounds]
+        accepted_pf += sum(ok for (ok, _, _), _ in rounds)
+        accepted_ss += sum(ok for _, (ok, _, _) in rounds)
+        pf_bad = sum(bad for (_, bad, _), _ in rounds)
+        ss_bad = sum(bad for _, (_, bad, _) in rounds)
+        pf_rate, ss_rate = statistics.median(pf_rates), statistics.median(ss_rates)
+        each = " ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(pf_rates, ss_rates))
         print(f"{label:>6} {count:>5} | {pf_rate:>13.1f} {pf_bad:>7} | {ss_rate:>17.1f} {ss_bad:>7} | "
-              f"{ss_rate / pf_rate:>5.2f}")
+              f"{ss_rate / pf_rate:>5.2f} | {each}")
     print(f"durable: postfix hold queue {held}/{accepted_pf} accepted; "
           f"schoolsuite INBOX {stored}/{accepted_ss} accepted (counted after stopping the server)")
     shutil.rmtree(base, ignore_errors=True)
