@@ -47,6 +47,10 @@ def finish(session: Session, data: bytes) -> "Reply | defer.Deferred[Reply]":
     def counted(reply: Reply) -> Reply:
         metrics.SMTP_MESSAGES.labels(listener, "accepted").inc()
         session.messages += 1
+        # One line per accepted message for the operator: where, how big, how many recipients, which id.
+        log.info("{listener}: accepted {size} bytes for {count} recipient(s) from {client}: {reply}",
+                 listener=listener, size=len(data), count=len(transaction.recipients), client=session.client_ip,
+                 reply=reply.text)
         return reply
 
     return d.addCallback(counted)
