@@ -41,8 +41,9 @@ from .gate import FilesContext
 HIDDEN_PATTERNS = ("._*", ".DS_Store")
 #: Uploads up to this size are sealed in the final transaction alone.
 SMALL_UPLOAD = 256 * 1024
-#: Bytes sealed and committed per transaction of a large upload (measured: benchmarks/webdav_vs_wsgidav.py).
-SEAL_BATCH = 8 << 20
+#: Bytes sealed and committed per transaction of a large upload. Measured on 1 GiB PUTs: 2 and 4 MiB gave
+#: about the same rate and 115 MB peak RssAnon, 8 MiB a lower rate and 148 MB.
+SEAL_BATCH = 4 << 20
 
 
 def is_hidden(name: str) -> bool:
