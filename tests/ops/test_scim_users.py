@@ -187,6 +187,8 @@ def test_bad_requests(served: Served) -> None:
     scim_error(c.request("GET", f'{BASE}/Users?filter=userName%20eq'), 400, "invalidFilter")
     scim_error(c.request("GET", f"{BASE}/Users/{'0' * 32}"), 404)
     scim_error(c.request("GET", f"{BASE}/Nothing"), 404)
+    scim_error(c.request("GET", f"{BASE}/Me"), 501)
+    scim_error(c.request("POST", f"{BASE}/Bulk", {"schemas": []}), 501)
 
 
 def test_group_address_cannot_become_a_user(served: Served) -> None:

@@ -67,6 +67,8 @@ class AdminResource(resource.Resource):
     def _parse(self, request: server.Request, method: str) -> ops.Call:
         label = self._authenticate(request)
         path = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        if path[:2] == PREFIX and len(path) == 3 and path[2] in ("Me", "Bulk"):
+            raise ScimError(501, f"/{path[2]} is not supported (see ServiceProviderConfig)")  # RFC 7644 §3.11, §3.7
         if path[:2] != PREFIX or len(path) < 3 or path[2] not in ops.ROUTES or len(path) > 4:
             raise ScimError(404, "no such endpoint; the SCIM 2.0 base is /admin/scim/v2/")
         query = {k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace") for k, v in request.args.items()}
