@@ -104,14 +104,10 @@ def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], see
         s.announce_keywords(table)
         out: list[bytes] = []
         flag_cache: dict[int, bytes] = {}
-        positions = view.uids
-        pos = 0
+        seq_of = view.seq_of
         for uid in uids:
             entry = entries.get(uid)
-            # uids ascend like the view's: walk forward instead of searching each time
-            while pos < len(positions) and positions[pos] < uid:
-                pos += 1
-            seq = pos + 1 if pos < len(positions) and positions[pos] == uid else None
+            seq = seq_of(uid)
             if entry is None or seq is None:
                 continue  # expunged by another session meanwhile: nothing to say (RFC 2180 §4.1.2)
             if cmd.changed_since is not None and entry.modseq <= cmd.changed_since:

@@ -10,6 +10,7 @@ from . import render
 from .errors import Bad, No
 from .grammar import Select, UidExpunge
 from .session import SelectedMailbox, Session
+from .uidlist import UidList
 
 PERMANENT = "\\Seen \\Answered \\Flagged \\Deleted \\Draft"
 
@@ -34,7 +35,7 @@ def do_select(s: Session, cmd: Select) -> Any:
             raise No("Mailbox does not exist", "NONEXISTENT")
         index = mail.load_index(user, box.id)
         table = mail.keywords(user)
-    view = SelectedMailbox(box.id, box.name, box.uidvalidity, readonly, index.uids, box.highestmodseq,
+    view = SelectedMailbox(box.id, box.name, box.uidvalidity, readonly, UidList(index.uids), box.highestmodseq,
                            box.uidnext)
     if readonly or box.recent_uid >= box.uidnext:
         # EXAMINE shows unclaimed messages as \Recent without claiming them.

@@ -10,8 +10,6 @@ under QRESYNC) only when :meth:`Session.refresh` is allowed to (RFC 3501
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +21,7 @@ from ...storage import mail
 from . import render
 from .errors import Bad, Bye
 from .grammar import SAVED, SeqSet
+from .uidlist import UidList
 
 
 @dataclass
@@ -33,7 +32,7 @@ class SelectedMailbox:
     name: str
     uidvalidity: int
     readonly: bool
-    uids: array = field(default_factory=lambda: array("I"))
+    uids: UidList = field(default_factory=UidList)
     modseq: int = 0  # changes up to here have been reported
     uidnext: int = 1
     recent: set[int] = field(default_factory=set)
@@ -44,8 +43,8 @@ class SelectedMailbox:
     claim: bool = False  # new messages were taken as \Recent; the store must learn it
 
     def seq_of(self, uid: int) -> int | None:
-        i = bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        i = self.uids.position(uid)
+        return None if i is None else i + 1
 
     def resolve(self, sequence: SeqSet, uid: bool) -> list[int]:
         """The uids a sequence set names (RFC 3501 §9 ``sequence-set``); ascending, unique."""
@@ -60,7 +59,7 @@ class SelectedMailbox:
                 hi = largest if b is None else b
                 if lo > hi:
                     lo, hi = hi, lo
-                out.update(uids[bisect_left(uids, lo) : bisect_right(uids, hi)])
+                out.update(uids.between(uids.bisect_left(lo), uids.bisect_right(hi)))
             return sorted(out)
         count = len(uids)
         if count == 0 and all(a is None or b is None for a, b in sequence):
@@ -72,7 +71,7 @@ class SelectedMailbox:
                 lo, hi = hi, lo
             if hi > count or lo < 1:
                 raise Bad("Invalid message sequence number")
-            out.update(uids[lo - 1 : hi])
+            out.update(uids.between(lo - 1, hi))
         return sorted(out)
 
 
@@ -142,7 +141,8 @@ class Session:
             # Only what this session claimed first is \Recent here; then RECENT (RFC 3501 §7.3.2).
             first, last = span
             if self.selected is view and not self.rev2:
-                view.recent.update(u for u in view.uids[bisect_left(view.uids, first):] if u < last)
+                view.recent.update(u for u in view.uids.between(view.uids.bisect_left(first), len(view.uids))
+                                   if u < last)
                 self.send(b"* %d RECENT\r\n" % len(view.recent))
 
         return self.write(run).addCallback(claimed)
