@@ -2,7 +2,7 @@
 
 ``/gated/``: a gate that wants ``Authorization: Bearer good`` (401), refuses
 ``X-Quota: over`` (507), allows 1 MiB (413) and streams; decided after a short
-delay so that the connection is paused meanwhile. ``/plain/``: no gate
+delay so that the connection is paused meanwhile. ``/early/``: the same gate, but answers without reading the body. ``/plain/``: no gate
 (spooled). Both answer ``LENGTH SHA256`` of the body they read.
 """
 
@@ -55,10 +55,22 @@ class Gated(Echo):
     body_gate = staticmethod(gate)
 
 
+class Early(resource.Resource):
+    """Answers at once without reading the (streamed) body."""
+
+    isLeaf = True
+    body_gate = staticmethod(gate)
+
+    def render(self, request: server.Request) -> bytes:
+        request.setHeader(b"Content-Length", b"6")
+        return b"early\n"
+
+
 def main() -> None:
     root = Root()
     root.mount(b"gated", Gated())
     root.mount(b"plain", Echo())
+    root.mount(b"early", Early())
     site = make_site(root, BodyLimits(memory_max=64 * 1024, max_body=64 << 20, linger_seconds=1.0,
                                       body_idle_seconds=1.0))
     port = reactor.listenTCP(int(sys.argv[1]), site, interface="127.0.0.1")

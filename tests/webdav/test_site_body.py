@@ -280,3 +280,21 @@ def test_stalled_streamed_body_is_cut_off(body_server) -> None:  # type: ignore[
     s2 = connect(port)
     s2.sendall(head("PUT", "/gated/y", 3, Authorization="Bearer good") + b"abc")
     assert read_response(s2)[0] == 200
+
+
+def test_answer_before_streamed_body_is_read(body_server) -> None:  # type: ignore[no-untyped-def]
+    """An application answering before reading a streamed body: the answer arrives, the connection closes, no error."""
+    port, proc, _ = body_server
+    s = connect(port)
+    s.sendall(head("PUT", "/early/x", 1_000_000, Authorization="Bearer good"))
+    try:
+        for _ in range(10):
+            s.sendall(b"z" * 100_000)
+    except OSError:
+        pass  # closed on us while sending: allowed (RFC 9112 §9.6)
+    code, fields, body = read_response(s)
+    assert code == 200 and body == b"early\n" and fields.get("connection") == "close"
+    time.sleep(0.3)
+    proc.kill()
+    _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err and "Unhandled" not in err, err[-2000:]

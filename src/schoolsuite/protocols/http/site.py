@@ -101,6 +101,11 @@ class Request(server.Request):
         if self.body is not None and self.body.body_pending and self.channel is not None:
             self.channel.persistent = False
             self.channel._networkProducer.pauseProducing()  # the rest of the body is not read
+            decoder = getattr(self.channel, "_transferDecoder", None)
+            if decoder is not None:
+                # Bytes already in flight must not reach a request the channel no longer has.
+                decoder.dataCallback = lambda data: None
+                decoder.finishCallback = lambda extra: None
         super().finish()
 
     def connectionLost(self, reason: Any) -> None:
