@@ -79,6 +79,7 @@ def _create(inst_dir: Path, port: int, token: str, prefix: str, count: int, clie
     """Create ``count`` accounts with ``clients`` parallel connections; returns the seconds taken."""
     ctx = ssl.create_default_context(cafile=str(inst_dir / "tls" / "cert.pem"))
     errors: list[str] = []
+    done: list[float] = []
 
     def worker(first: int) -> None:
         conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=120)
@@ -94,6 +95,7 @@ def _create(inst_dir: Path, port: int, token: str, prefix: str, count: int, clie
             if reply.status != 201:
                 errors.append(f"{reply.status} for {i}")
                 return
+            done.append(time.monotonic())
 
     started = time.monotonic()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
@@ -103,6 +105,12 @@ def _create(inst_dir: Path, port: int, token: str, prefix: str, count: int, clie
         t.join()
     if errors:
         raise SystemExit(f"creation failed: {errors[:3]}")
+    if count >= 2000:  # does the rate hold as the store grows?
+        done.sort()
+        step = count // 5
+        marks = [started] + [done[min(k * step, count) - 1] for k in range(1, 6)]
+        rates = [step / (b - a) for a, b in zip(marks, marks[1:])]
+        print(f"  {prefix}: accounts/s per fifth of the run: " + ", ".join(f"{r:.0f}" for r in rates))
     return time.monotonic() - started
 
 

@@ -221,3 +221,18 @@ def test_patch_active_as_string(served: Served) -> None:
     reply = c.patch("Users", uid, {"op": "Replace", "path": "active", "value": "False"})
     assert reply.status == 200 and reply.json["active"] is False
     scim_error(c.patch("Users", uid, {"op": "replace", "path": "active", "value": "nope"}), 400, "invalidValue")
+
+
+def test_accounts_gauge_follows_creations_and_deletions(served: Served) -> None:
+    """schoolsuite_accounts on /metrics equals the number of users after SCIM creates and deletes."""
+    import re
+    import urllib.request
+
+    c = served.client()
+    uid = c.create_user("gauge1@school.example").json["id"]
+    c.create_user("gauge2@school.example")
+    assert c.request("DELETE", f"{BASE}/Users/{uid}").status == 204
+    total = c.request("GET", f"{BASE}/Users?count=0").json["totalResults"]
+    url = f"http://127.0.0.1:{served.instance.ports['metrics']}/metrics"
+    text = urllib.request.urlopen(url, timeout=30).read().decode()
+    assert float(re.search(r"^schoolsuite_accounts (\S+)$", text, re.M).group(1)) == total
