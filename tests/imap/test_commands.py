@@ -159,3 +159,22 @@ def test_imap4rev2_enabled(conn, delivery, alice):
     assert conn.cmd("c FETCH 1 FLAGS")[0] == "* 1 FETCH (FLAGS ())"
     assert conn.cmd("d STATUS INBOX (RECENT)")[0].startswith("d BAD")
     assert conn.cmd("e SELECT Archive")[0] == "* OK [CLOSED] Previous mailbox closed"
+
+
+def test_delete_of_selected_mailbox_deselects(conn):
+    """Deleting the mailbox this session has selected deselects it instead of dropping the connection."""
+    conn.cmd("a CREATE Temp")
+    conn.cmd("s SELECT Temp")
+    assert conn.cmd("b DELETE Temp") == ["b OK DELETE completed"]
+    assert conn.cmd("c FETCH 1 FLAGS") == ["c BAD No mailbox selected"]
+    assert not conn.closed
+
+
+def test_other_session_deleting_selected_mailbox_says_bye(services, conn):
+    """When another session deletes the selected mailbox, the next command gets BYE (as Dovecot does)."""
+    conn.cmd("a CREATE Shared")
+    conn.cmd("s SELECT Shared")
+    other = Conn(services)
+    other.login()
+    other.cmd("d DELETE Shared")
+    assert conn.cmd("n NOOP") == ["* BYE Selected mailbox was deleted"] and conn.closed

@@ -114,7 +114,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if not self.factory.admit(self._client):
             self.transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
             self._closed = True
-            self.transport.loseConnection()
+            self._drop()
             return
         self._admitted = True
         self.setTimeout(self.limits.preauth_seconds)
@@ -133,9 +133,14 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if self.session is not None:
             self.session.close()
 
+    def _drop(self) -> None:
+        """Close after what was sent; nothing more is read, written or resumed."""
+        self._closed = True
+        self.transport.loseConnection()
+
     def timeoutConnection(self) -> None:  # noqa: N802
         self.send(b"* BYE Autologout; idle for too long\r\n")
-        self.transport.loseConnection()
+        self._drop()
 
     def _capabilities(self) -> list[str]:
         assert self.session is not None
@@ -152,7 +157,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def close_session(self) -> None:
         """Called when the account is deleted or disabled."""
         self.send(b"* BYE Account closed\r\n")
-        self.transport.loseConnection()
+        self._drop()
 
     # -- input ------------------------------------------------------------------
 
@@ -165,7 +170,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
                 data = self._inflate.decompress(data)
             except zlib.error:
                 self.send(b"* BYE Bad compressed data\r\n")
-                self.transport.loseConnection()
+                self._drop()
                 return
         self._buf += data
         self._process()
@@ -307,7 +312,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             COMMANDS.labels(cmd.name, status).inc()
             if isinstance(exc, Bye):
                 self.send(reply_for(tag, exc))
-                self.transport.loseConnection()
+                self._drop()
                 return
             self._refresh(cmd)
             self.send(reply_for(tag, exc))
@@ -339,7 +344,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             s.refresh(expunge=not (cmd.name in _NO_EXPUNGE and not uid))
         except Bye as exc:
             self.send(reply_for(b"*", exc))
-            self.transport.loseConnection()
+            self._drop()
             return False
         return True
 
@@ -351,7 +356,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
                 self.session.claim_recent()
             except Bye as exc:
                 self.send(reply_for(b"*", exc))
-                self.transport.loseConnection()
+                self._drop()
 
     # Commands that touch the connection itself.
 
@@ -364,7 +369,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self.send(cmd.tag.encode("latin-1") + b" OK LOGOUT completed\r\n")
         COMMANDS.labels("LOGOUT", "ok").inc()
         self._closed = True
-        self.transport.loseConnection()
+        self._drop()
         return _ASYNC
 
     def _do_STARTTLS(self, cmd: Command) -> Any:  # noqa: N802
@@ -449,7 +454,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             s.refresh(expunge=True)
         except Bye as exc:
             self.send(reply_for(b"*", exc))
-            self.transport.loseConnection()
+            self._drop()
         return _ASYNC
 
     def _poll(self) -> None:
