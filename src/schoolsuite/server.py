@@ -58,6 +58,10 @@ class ServerContext:
 #: name → builder of the resource; protocol modules add theirs when imported.
 HTTP_MOUNTS: dict[bytes, Callable[[ServerContext], resource.IResource]] = {}
 
+#: Called on shutdown once the listeners stopped and before the store closes; each returns a
+#: Deferred (or None) that fires when that application's in-flight requests are done.
+SHUTDOWN_DRAINS: list[Callable[[], Any]] = []
+
 #: Protocol modules; importing one registers its listeners (PROTOCOL_FACTORIES)
 #: and HTTP applications (HTTP_MOUNTS). Add a module here when it lands.
 PROTOCOL_MODULES: tuple[str, ...] = ("schoolsuite.protocols.dav",)
@@ -185,6 +189,7 @@ class Server:
         self._stopped = True
         try:
             yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
+            yield defer.DeferredList([defer.maybeDeferred(drain) for drain in SHUTDOWN_DRAINS])
             if self.services is not None and hasattr(self.services, "shutdown"):
                 yield defer.maybeDeferred(self.services.shutdown)
         finally:

@@ -58,3 +58,44 @@ def test_account_made_by_cli_gets_file_space(tmp_path: Path) -> None:
         assert dave.put("first.txt", b"hello").status == 201
     finally:
         stop(proc)
+
+
+def test_sigterm_with_requests_in_flight(tmp_path: Path) -> None:
+    """SIGTERM during an upload and a download: clean exit 0, store closed, the upload abandoned, data intact."""
+    import http.client
+    import os
+    import socket
+    import ssl
+    import time
+
+    from schoolsuite.config import load_config
+    from schoolsuite.instance import open_store
+
+    server, proc = start_files_server(tmp_path / "c")
+    dav = server.client()
+    kept = os.urandom(6 << 20)
+    assert dav.put("kept.bin", kept).status == 201
+    ctx = ssl.create_default_context(cafile=str(server.cert))
+    # An upload that has sent 3 of 40 MiB ...
+    up = ctx.wrap_socket(socket.create_connection(("localhost", server.port), timeout=10), server_hostname="localhost")
+    up.sendall((f"PUT {dav.home('partial.bin')} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {40 << 20}\r\n"
+                f"Authorization: {dav.auth_headers()['Authorization']}\r\n\r\n").encode() + os.urandom(3 << 20))
+    # ... and a download nobody reads.
+    down = http.client.HTTPSConnection("localhost", server.port, context=ctx, timeout=10)
+    down.request("GET", dav.home("kept.bin"), headers=dav.auth_headers())
+    time.sleep(1.0)
+    started = time.monotonic()
+    proc.terminate()
+    code = proc.wait(30)
+    assert code == 0 and time.monotonic() - started < 20
+    up.close()
+    down.close()
+    time.sleep(0.3)
+    log = (tmp_path / "c" / "server.log").read_text()
+    assert "store closed" in log and "Traceback" not in log
+    store = open_store(load_config(server.dir / "schoolsuite.toml"))
+    try:
+        with store.read() as txn:
+            assert list(txn.meta_scan(b"pending/")) == []  # the half upload was aborted, not left pending
+    finally:
+        store.close()

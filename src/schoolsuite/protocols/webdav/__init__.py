@@ -58,7 +58,12 @@ def build_files(ctx: Any) -> Any:
     app = FilesApp(services.store, opts["block_size"])
     with services.store.read() as txn:
         STORED_BYTES.set(files.total_usage(txn))
-    return FilesResource(ctx.reactor, app, gate, opts["threads"])
+    files_resource = FilesResource(ctx.reactor, app, gate, opts["threads"])
+    from ... import server
+
+    # Drained on shutdown before the store closes (no request of ours left inside a transaction).
+    server.SHUTDOWN_DRAINS.append(files_resource.drain)
+    return files_resource
 
 
 def _register() -> None:

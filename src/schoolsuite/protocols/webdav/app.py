@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -34,6 +35,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from zope.interface import implementer
 
 from ...storage import NotFound
+from ..http.body import BodyPipe
 from . import locks, metrics
 from .gate import REALM, FilesContext
 from .paths import PathError, parse_destination, parse_request_path
@@ -337,18 +339,54 @@ class FilesResource(WSGIResource):
     def __init__(self, reactor: Any, app: FilesApp, gate: Any, threads: int) -> None:
         self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="webdav")
         self._pool.start()
-        reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         super().__init__(reactor, self._pool, app)
         self.files_app = app
         self.body_gate = gate
+        self.closing = False
+        self._active: dict[int, tuple[server.Request, _Backpressure]] = {}
+        self._drained: defer.Deferred[None] | None = None
+
+    def drain(self, timeout: float = 30.0) -> defer.Deferred[None]:
+        """Shutdown: refuse new requests, cut the bodies and answers in flight, wait for the workers.
+
+        Fires once no worker thread is left (or after ``timeout``), so that the
+        store is closed only when no request of ours is inside a transaction.
+        """
+        if self._drained is not None:
+            return self._drained
+        self.closing = True
+        for request, pacer in list(self._active.values()):
+            pacer.stopProducing()  # a GET stops between two blocks
+            content = getattr(request, "content", None)
+            if isinstance(content, BodyPipe):
+                content.fail("server shutting down")  # a PUT stops reading and aborts its upload
+        done: defer.Deferred[None] = defer.Deferred()
+        reactor = self._reactor
+
+        def wait() -> None:
+            self._pool.stop()  # joins the workers; they may still need the reactor, which keeps running
+            reactor.callFromThread(lambda: done.called or done.callback(None))
+
+        threading.Thread(target=wait, name="webdav-drain", daemon=True).start()
+        timer = reactor.callLater(timeout, lambda: done.called or done.callback(None))
+        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        self._drained = done
+        return done
 
     def render(self, request: server.Request) -> Any:
+        if self.closing:
+            request.setResponseCode(503)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Retry-After", b"5")
+            return b"the server is restarting\n"
         ctx = getattr(request, "body_context", {}).get("files")
         app = self.files_app
         raw_uri = request.uri.decode("latin-1")
         pacer = _Backpressure()
         request.registerProducer(pacer, True)
         reactor = self._reactor
+        self._active[id(request)] = (request, pacer)
+        request.notifyFinish().addBoth(lambda _: self._active.pop(id(request), None))
 
         def release() -> None:
             if request.channel is not None and request.producer is pacer:
