@@ -171,7 +171,10 @@ class _Parser:
 def _comp_value(kind: str, raw: str) -> Any:
     """RFC 7644 §3.4.2.2 compValue: false / null / true / number / string."""
     if kind == "string":
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except ValueError:  # a bad escape such as "\q"
+            raise _bad_filter(f"bad string {raw!r}") from None
     if kind == "word":
         lowered = raw.lower()
         if lowered in ("true", "false"):

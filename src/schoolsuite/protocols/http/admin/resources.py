@@ -226,7 +226,8 @@ def parse_patch(body: Any) -> list[tuple[str, Path | None, Any]]:
     """The operations of a PatchOp body: (op, path or None, value)."""
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object", "invalidSyntax")
-    if PATCH_OP not in (lookup(body, "schemas") or []):
+    schemas = lookup(body, "schemas")
+    if not isinstance(schemas, list) or PATCH_OP not in schemas:
         raise invalid(f"schemas must list {PATCH_OP}", "invalidSyntax")
     ops = lookup(body, "Operations")
     if not isinstance(ops, list) or not ops:
@@ -281,6 +282,7 @@ def apply_patch(doc: dict[str, Any], ops: list[tuple[str, Path | None, Any]], sc
     doc = copy.deepcopy(doc)
     doc.pop("meta", None)
     for op, path, value in ops:
+        doc = canonicalize(doc, schema)  # every operation starts from a well-typed resource
         if path is None:  # RFC 7644 §3.5.2.1/.3: the value holds the attributes to set
             for key, item in canonicalize(value, schema).items():
                 if op == "add" and isinstance(item, list) and isinstance(doc.get(key), list):
@@ -333,7 +335,7 @@ def apply_patch(doc: dict[str, Any], ops: list[tuple[str, Path | None, Any]], sc
                 element.update(value)
             else:
                 raise invalid("a filtered element is replaced by an object")
-    return doc
+    return canonicalize(doc, schema)
 
 
 def _element_from_filter(flt: grammar.Filter) -> dict[str, Any]:
