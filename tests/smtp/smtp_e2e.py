@@ -139,7 +139,7 @@ def inbox(inst_dir: Path, address: str) -> list[bytes]:
         store.close()
 
 
-def wait_for(predicate: Any, timeout: float = 20, interval: float = 0.2) -> Any:
+def wait_for(predicate: Any, timeout: float = 40, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -226,7 +226,7 @@ def start_mail_system(tmp: Path, *, sink_port: int | None = None, **smtp: Any) -
                     queue_retry_max_seconds=2, queue_poll_seconds=0.2)
     settings.update(smtp)
     set_section(inst.config, "smtp", **settings)
-    run = start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=active_listeners())
+    run = start_server(schoolsuite_cmd("serve", "-c", str(inst.config)), expect=active_listeners(), timeout=60)
     try:
         yield MailSystem(inst, run, dns, sink, sink_port, record, parents_pem)
     finally:

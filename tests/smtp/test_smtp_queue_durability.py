@@ -18,18 +18,19 @@ def test_queue_survives_kill_and_restart(tmp_path: Path) -> None:
     m = next(system)
     try:
         submit(m, message(ALICE, "parent@later.example", "survives a crash"))
-        listed = wait_for(lambda: (out := m.cli("queue", "list").stdout).count("cannot connect") and out)
+        listed = wait_for(lambda: (out := m.cli("queue", "list").stdout).count("cannot connect") and out, timeout=60)
         assert listed and "<parent@later.example>" in listed
         m.run.proc.send_signal(signal.SIGKILL)
         m.run.proc.wait(10)
         assert "<parent@later.example>" in m.cli("queue", "list").stdout  # still there with nothing running
         controller, sink = start_sink("127.0.0.3", m.sink_port)
         try:
-            m.run = start_server(schoolsuite_cmd("serve", "-c", str(m.inst.config)), expect=active_listeners())
-            got = sink.wait(1, timeout=20)
+            m.run = start_server(schoolsuite_cmd("serve", "-c", str(m.inst.config)), expect=active_listeners(),
+                                 timeout=60)
+            got = sink.wait(1, timeout=60)
             assert got and b"survives a crash" in got[0].data and got[0].rcpt_tos == ["parent@later.example"]
-            assert wait_for(lambda: "queue is empty" in m.cli("queue", "list").stdout)
-            assert m.run.stop() == 0
+            assert wait_for(lambda: "queue is empty" in m.cli("queue", "list").stdout, timeout=60)
+            assert m.run.stop(timeout=60) == 0
         finally:
             controller.stop()
     finally:
