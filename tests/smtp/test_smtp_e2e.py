@@ -237,3 +237,15 @@ def test_mx_partial_quota_refusal_is_bounced(mailsys: MailSystem) -> None:
     dsn = wait_for(lambda: [r for r in mailsys.sink.messages[before:] if b"carol@school.example" in r.data])
     assert dsn and dsn[0].mail_from in ("", "<>") and dsn[0].rcpt_tos == ["dad@remote.example"]
     assert b"Action: failed" in dsn[0].data and b"Status: 5.2.2" in dsn[0].data
+
+
+def test_long_line_relayed_not_bounced(mailsys: MailSystem) -> None:
+    """A submitted message with a 3000-octet line reaches a strict remote (lines broken), no bounce."""
+    raw = (f"From: {ALICE}\r\nTo: far@remote.example\r\nSubject: one very long line\r\n\r\n").encode() + \
+        b"z" * 3000 + b"\r\n"
+    client = smtplib.SMTP_SSL("localhost", mailsys.port("submissions"), context=tls_context(mailsys), timeout=20)
+    with client:
+        client.login(ALICE, PASSWORDS[ALICE])
+        client.sendmail(ALICE, ["far@remote.example"], raw)
+    got = wait_for(lambda: [r for r in mailsys.sink.messages if b"one very long line" in r.data])
+    assert got and b"z" * 998 in got[0].data and b"z" * 999 not in got[0].data

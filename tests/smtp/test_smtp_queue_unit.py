@@ -175,3 +175,15 @@ def test_deleted_owner_drops_orphan_index(store: Store, alice: bytes, queue) -> 
     q._drop_orphan(qid, alice)
     with store.read() as txn:
         assert list(records.scan_index(txn)) == []
+
+
+def test_long_lines_broken_for_relay() -> None:
+    """Lines over 998 octets are broken with CRLF SP before relaying; other messages are untouched."""
+    from schoolsuite.services.outbound import limit_line_length
+
+    short = b"Subject: x\r\n\r\nshort\r\n"
+    assert limit_line_length(short) is short
+    long = b"Subject: x\r\n\r\n" + b"a" * 2500 + b"\r\nend\r\n"
+    out = limit_line_length(long)
+    assert all(len(line) <= 998 for line in out.split(b"\r\n"))
+    assert out.replace(b"\r\n ", b"") == long

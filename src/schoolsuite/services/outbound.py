@@ -216,11 +216,31 @@ def _transaction(client: smtplib.SMTP, route: Route, remote: str, envelope: Enve
     if not accepted:
         client.rset()
         return results
-    code, text = client.data(message)
+    code, text = client.data(limit_line_length(message))
     outcome = _reply(code, text, remote)
     for address in accepted:
         results[address] = Outcome(outcome.code, outcome.enhanced, outcome.text, remote, dsn)
     return results
+
+
+MAX_LINE = 998  # RFC 5321 §4.5.3.1.6: 1000 octets with the CRLF
+
+
+def limit_line_length(message: bytes) -> bytes:
+    """Break lines longer than 998 octets by inserting CRLF SP, as Postfix does (smtp_line_length_limit).
+
+    Only messages that need it are touched: a remote server may refuse them otherwise.
+    """
+    lines = message.split(b"\r\n")
+    if all(len(line) <= MAX_LINE for line in lines):
+        return message
+    out = []
+    for line in lines:
+        while len(line) > MAX_LINE:
+            out.append(line[:MAX_LINE])
+            line = b" " + line[MAX_LINE:]
+        out.append(line)
+    return b"\r\n".join(out)
 
 
 def xtext_encode(value: str) -> str:
