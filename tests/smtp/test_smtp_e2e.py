@@ -249,3 +249,5 @@ def test_long_line_relayed_not_bounced(mailsys: MailSystem) -> None:
         client.sendmail(ALICE, ["far@remote.example"], raw)
     got = wait_for(lambda: [r for r in mailsys.sink.messages if b"one very long line" in r.data])
     assert got and b"z" * 998 in got[0].data and b"z" * 999 not in got[0].data
+    dns = MailDNS(make_resolver(f"127.0.0.1:{mailsys.dns.port}"))
+    assert dkim.verify(got[0].data, dnsfunc=dns.dkim_txt)  # broken before signing, so still valid

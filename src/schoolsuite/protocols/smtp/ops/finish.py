@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from ....services import smtp_metrics as metrics
 from ....services.mailauth import authserv_id_of
+from ....services.outbound import limit_line_length
 from .. import message as msg
 from ..errors import BadSequence, Refused, SMTPReply, TempFailure
 from ..session import Reply, Session, Transaction
@@ -122,7 +123,8 @@ def _submit(session: Session, transaction: Transaction, data: bytes):  # type: i
         data = msg.append_fields(data, *additions)
     domain = senders[0].rpartition("@")[2]
     transport = settings.transport
-    data = yield transport.sign(data, domain)
+    # Lines over 998 octets are broken now, before signing, so that relaying keeps the DKIM signature valid.
+    data = yield transport.sign(limit_line_length(data), domain)
     ident = os.urandom(6).hex()
     data = msg.prepend(data, _received(session, transaction, ident, settings.reveal_client))
     mail = transaction.mail
