@@ -371,3 +371,11 @@ def test_radicale_app_and_sharing_share_one_storage(backend: Backend) -> None:
     app = middleware.app
     assert app._storage is storage
     assert app._sharing._storage is storage
+
+
+def test_internal_records_are_not_collections(backend: Backend) -> None:
+    """The marker of made defaults is never discovered or listed as a collection."""
+    aid = backend.dav.account_id(A)
+    backend.dav.write(aid, store_dav.make_default_collections)
+    assert discover(backend, f"/{A}/\x00defaults/") == []
+    assert not any("\x00" in c.path for c in discover(backend, f"/{A}/", "1"))

@@ -95,7 +95,11 @@ class Collection(storage.BaseCollection):
         token = f"{TOKEN_PREFIX}{rec.incarnation}-{rec.last_seq}"
         if not old_token:
             # Lazy: PROPFIND asks only for the token; a full listing reads the items when iterated.
-            return token, (item.href for item in self._records())
+            def every_href() -> Iterator[str]:
+                for rec in self._records():
+                    yield rec.href
+
+            return token, every_href()
         incarnation, _, seq_text = old_token.removeprefix(TOKEN_PREFIX).rpartition("-")
         if not old_token.startswith(TOKEN_PREFIX) or incarnation != rec.incarnation or not seq_text.isdigit():
             raise ValueError("sync token of another collection or malformed")
@@ -284,6 +288,8 @@ class Storage(storage.BaseStorage):
     def _collection(self, account_id: bytes, owner: str, rel: str) -> storage.BaseCollection | None:
         if rel in self.virtual:
             return self.virtual[rel](self, account_id, owner)
+        if store_dav.is_internal(rel):
+            return None
         rec = self.dav.read(account_id, store_dav.get_collection, rel)
         if rec is None:
             if rel:
