@@ -379,3 +379,18 @@ def test_internal_records_are_not_collections(backend: Backend) -> None:
     backend.dav.write(aid, store_dav.make_default_collections)
     assert discover(backend, f"/{A}/\x00defaults/") == []
     assert not any("\x00" in c.path for c in discover(backend, f"/{A}/", "1"))
+
+
+def test_ctag_and_sync_token_read_no_items(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CTag and the current sync token come from the collection record alone (O(1), no item read)."""
+    coll = calendar(backend)
+    for n in range(3):
+        put(coll, f"{n}.ics", event(f"u{n}"))
+    fresh = discover(backend, f"/{A}/cal/")[0]
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError("items were read")
+
+    monkeypatch.setattr(store_dav, "all_items", forbidden)
+    token, _ = fresh.sync()
+    assert token.endswith(fresh.etag.strip('"').split("-", 1)[1]) and fresh.has_uid("u1")
