@@ -267,3 +267,20 @@ def test_calendar_query_with_expand_returns_occurrences_in_range(dav: DavServer)
     occurrences = re.findall(r"RECURRENCE-ID:(\d{8}T\d{6}Z)", answer.text)
     assert occurrences == ["20260302T100000Z", "20260309T100000Z", "20260316T100000Z", "20260323T100000Z",
                            "20260330T100000Z"]
+
+
+def test_garbage_requests_never_get_a_server_error(dav: DavServer) -> None:
+    """Malformed XML, binary bodies and odd methods get a 4xx (or a normal answer), never a 5xx."""
+    import random
+
+    rng = random.Random(5)
+    bodies = [b"", b"<", b"<propfind xmlns='DAV:'><prop>", b"\x00\xff\xfe" * 50, bytes(rng.randrange(256) for _ in range(300)),
+              b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><x>&a;</x>",
+              b"<C:calendar-query xmlns:C='urn:ietf:params:xml:ns:caldav'><C:filter><C:comp-filter name='VCALENDAR'>"
+              b"<C:comp-filter name='VEVENT'><C:time-range start='garbage' end='20270101T000000Z'/>"
+              b"</C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"]
+    for method in ("PROPFIND", "REPORT", "PROPPATCH", "MKCALENDAR", "MKCOL", "PUT", "MOVE", "POST", "LOCK"):
+        for body in bodies:
+            for path in (f"{CAL}/", f"{CAL}/garbage.ics", f"/dav/{A}/newcoll-{method.lower()}/"):
+                answer = dav.request(method, path, body, user=A, headers={"Depth": "1", "Content-Type": "text/xml"})
+                assert answer.status < 500, (method, path, body[:40], answer.status, answer.text[:200])
