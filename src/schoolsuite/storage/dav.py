@@ -244,7 +244,7 @@ def _put(w: UserWrite, ckey: bytes, coll: CollectionRecord, item: ItemRecord) ->
     seq = w.bump_change()
     if old is not None:
         w.delete(SPACE_DAV_LOG, ckey + _SEQ.pack(old.seq))
-        if old.uid != item.uid:
+        if old.uid != item.uid and w.get(SPACE_DAV_UID, ckey + _ukey(w, old.uid)) == hkey:
             w.delete(SPACE_DAV_UID, ckey + _ukey(w, old.uid))
     else:
         coll.count += 1
@@ -284,7 +284,8 @@ def _remove(w: UserWrite, ckey: bytes, coll: CollectionRecord, href: str) -> Ite
     old = ItemRecord.from_bytes(raw)
     seq = w.bump_change()
     w.delete(SPACE_DAV_ITEM, ckey + hkey)
-    w.delete(SPACE_DAV_UID, ckey + _ukey(w, old.uid))
+    if w.get(SPACE_DAV_UID, ckey + _ukey(w, old.uid)) == hkey:  # the index names this href
+        w.delete(SPACE_DAV_UID, ckey + _ukey(w, old.uid))
     w.delete(SPACE_DAV_LOG, ckey + _SEQ.pack(old.seq))
     _log(w, ckey, href, seq)
     w.put(SPACE_DAV_TOMB, ckey + hkey, _SEQ.pack(seq))
