@@ -121,14 +121,14 @@ def open_store(inst_dir: Path) -> Store:
     return Store.open(inst_dir / "data", load_master_key(inst_dir / "secrets" / "master.key"))
 
 
-def inbox(inst_dir: Path, address: str) -> list[bytes]:
-    """The messages in an account's INBOX, read through the store (another process may be serving)."""
+def inbox(inst_dir: Path, address: str, mailbox: str = "INBOX") -> list[bytes]:
+    """The messages in an account's mailbox, read through the store (another process may be serving)."""
     store = open_store(inst_dir)
     try:
         with store.read() as txn:
             account_id = directory.find_account_id(txn, address)
             user = txn.user(account_id)
-            box = mail.require_mailbox(user, "INBOX")
+            box = mail.require_mailbox(user, mailbox)
             index = mail.load_index(user, box.id)
             out = []
             for uid in index.uids:

@@ -58,6 +58,7 @@ class FakeTransport:
                                                                  "bob@school.example": BOB})
     submitted: list[dict[str, Any]] = field(default_factory=list)
     received: list[tuple[list[bytes], bytes]] = field(default_factory=list)
+    mailboxes: list[str] = field(default_factory=list)
     verdicts: Verdicts = field(default_factory=Verdicts)
     pending: defer.Deferred[Any] | None = None  # set to hold commits back
 
@@ -90,6 +91,7 @@ class FakeTransport:
     def receive(self, recipients: list[Any], message: bytes, **kw: Any) -> Any:
         account_ids = [r.account_id for r in recipients]
         self.received.append((account_ids, message))
+        self.mailboxes.append(kw.get("mailbox", "INBOX"))
         return defer.succeed({a: 1 for a in account_ids})
 
 

@@ -106,8 +106,8 @@ def signed(m: MailSystem, raw: bytes) -> bytes:
                      linesep=b"\r\n") + raw
 
 
-def results_of(m: MailSystem, marker: bytes) -> bytes:
-    found = wait_for(lambda: [x for x in inbox(m.inst.dir, BOB) if marker in x])
+def results_of(m: MailSystem, marker: bytes, mailbox: str = "INBOX") -> bytes:
+    found = wait_for(lambda: [x for x in inbox(m.inst.dir, BOB, mailbox) if marker in x])
     assert found
     header = found[0].split(b"\r\n\r\n")[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
     return [line for line in header.split(b"\r\n") if line.startswith(b"Authentication-Results: localhost;")][0]
@@ -141,10 +141,11 @@ def test_mx_dmarc_reject_refused(mailsys: MailSystem) -> None:
 
 
 def test_mx_dmarc_quarantine_accepted_and_marked(mailsys: MailSystem) -> None:
-    """A p=quarantine failure is accepted with spf=fail and dmarc=fail (p=quarantine) recorded."""
+    """A p=quarantine failure is accepted into Junk (not INBOX) with spf=fail and dmarc=fail (p=quarantine)."""
     raw = b"From: news@news.example\r\nSubject: newsletter\r\n\r\nNews\r\n"
     assert mx_send(mailsys, raw, "news@news.example")[0] == 250
-    ar = results_of(mailsys, b"newsletter")
+    ar = results_of(mailsys, b"newsletter", "Junk")
+    assert not [x for x in inbox(mailsys.inst.dir, BOB) if b"newsletter" in x]
     assert b"spf=fail" in ar and b"dmarc=fail (p=quarantine)" in ar
 
 

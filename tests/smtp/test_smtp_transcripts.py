@@ -351,3 +351,16 @@ def test_memory_budget_refuses_with_452_and_is_released() -> None:
     assert budget.held == 0
     c.send("MAIL FROM:<p@parents.example>\r\nRCPT TO:<bob@school.example>\r\nDATA\r\n")
     assert c.codes("Subject: small\r\n\r\nok\r\n.\r\n") == ["250 2.0.0"] and budget.held == 0
+
+
+def test_dmarc_quarantine_files_into_junk() -> None:
+    """A DMARC p=quarantine failure is accepted and filed into Junk; a pass goes to INBOX."""
+    settings = make_settings("mx")
+    c = Conn(settings)
+    settings.transport.verdicts.dmarc, settings.transport.verdicts.dmarc_policy = "fail", "quarantine"
+    c.send("EHLO x\r\nMAIL FROM:<p@news.example>\r\nRCPT TO:<bob@school.example>\r\nDATA\r\n")
+    assert c.codes("From: p@news.example\r\n\r\nhi\r\n.\r\n") == ["250 2.0.0"]
+    settings.transport.verdicts.dmarc = "pass"
+    c.send("MAIL FROM:<p@news.example>\r\nRCPT TO:<bob@school.example>\r\nDATA\r\n")
+    assert c.codes("From: p@news.example\r\n\r\nhi\r\n.\r\n") == ["250 2.0.0"]
+    assert settings.transport.mailboxes == ["Junk", "INBOX"]

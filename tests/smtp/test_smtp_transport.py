@@ -127,3 +127,12 @@ def test_postmaster_routed_to_configured_account(tmp_path: Path) -> None:
         assert transport.find_account("nobody@school.example") is None
     finally:
         store.close()
+
+
+def test_receive_into_missing_junk_falls_back_to_inbox(setup) -> None:  # type: ignore[no-untyped-def]
+    """Quarantined mail for an account without a Junk mailbox lands in INBOX rather than being refused."""
+    transport, store, ids = setup
+    with store.write() as txn:
+        mail.delete_mailbox(txn.user(ids["bob"]), "Junk")
+    results = fired(transport.receive([Recipient("bob@school.example", ids["bob"])], MESSAGE, mailbox="Junk"))
+    assert isinstance(results[ids["bob"]], int) and messages(store, ids["bob"]) == [MESSAGE]

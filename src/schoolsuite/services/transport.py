@@ -184,7 +184,7 @@ class MailTransport:
         return self.services.writer.run(run)
 
     def receive(self, recipients: list[Recipient], message: bytes, *, sender: str = "", envid: str | None = None,
-                ret: str | None = None) -> defer.Deferred[dict[bytes, Any]]:
+                ret: str | None = None, mailbox: str = "INBOX") -> defer.Deferred[dict[bytes, Any]]:
         """MX: one sealed copy per local recipient; fires after the commit with uid or refusal per account.
 
         Group commit: messages that arrive while a transaction is being
@@ -202,7 +202,7 @@ class MailTransport:
         def parsed(structure: Any) -> defer.Deferred[dict[bytes, Any]]:
             # The MIME structure is computed off the writer thread, so parsing overlaps the commit.
             d: defer.Deferred[dict[bytes, Any]] = defer.Deferred()
-            self._inbound.append(_Inbound(unique, message, sender, envid, ret, d, structure))
+            self._inbound.append(_Inbound(unique, message, sender, envid, ret, d, structure, mailbox))
             if not self._committing:
                 self._commit_inbound(delivery)
             return d
@@ -221,11 +221,7 @@ class MailTransport:
                     structure = item.structure
                     results: dict[bytes, Any] = {}
                     for r in item.recipients:
-                        try:
-                            results[r.account_id] = delivery.deliver_sync(txn, r.account_id, item.message,
-                                                                          internal_date=now, structure=structure)
-                        except (QuotaExceeded, MailboxNotFound) as exc:  # refused before anything was written
-                            results[r.account_id] = exc
+                        results[r.account_id] = self._deliver_one(delivery, txn, r.account_id, item, structure, now)
                     self._bounce_partial(txn, item, results, now)
                     out.append(results)
             return out
@@ -242,6 +238,19 @@ class MailTransport:
                 self._commit_inbound(delivery)
 
         self.services.writer.run(run).addBoth(done)
+
+    @staticmethod
+    def _deliver_one(delivery: Any, txn: Any, account_id: bytes, item: "_Inbound", structure: Any, now: float) -> Any:
+        """The uid, or the refusal (raised before anything was written); Junk falls back to INBOX if missing."""
+        for mailbox in dict.fromkeys([item.mailbox, "INBOX"]):
+            try:
+                return delivery.deliver_sync(txn, account_id, item.message, mailbox=mailbox, internal_date=now,
+                                             structure=structure)
+            except QuotaExceeded as exc:
+                return exc
+            except MailboxNotFound as exc:
+                refusal = exc
+        return refusal
 
     def _bounce_partial(self, txn: Any, item: "_Inbound", results: dict[bytes, Any], now: float) -> None:
         failed = [r for r in item.recipients if isinstance(results.get(r.account_id), Exception)]
@@ -276,3 +285,4 @@ class _Inbound:
     ret: str | None
     done: defer.Deferred[dict[bytes, Any]]
     structure: Any = None  # storage.mime.Entity
+    mailbox: str = "INBOX"

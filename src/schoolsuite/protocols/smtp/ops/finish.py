@@ -163,9 +163,11 @@ def _receive(session: Session, transaction: Transaction, data: bytes):  # type: 
     ident = os.urandom(6).hex()
     data = msg.prepend(data, _received(session, transaction, ident, True), verdicts.header(settings.hostname))
     mail = transaction.mail
+    # RFC 7489 §6.3 p=quarantine: accepted, but filed as suspicious (the Junk mailbox).
+    quarantine = verdicts.dmarc == "fail" and verdicts.dmarc_policy == "quarantine"
     try:
         results = yield transport.receive(transaction.recipients, data, sender=mail.sender, envid=mail.envid,
-                                          ret=mail.ret)
+                                          ret=mail.ret, mailbox="Junk" if quarantine else "INBOX")
     except Exception:
         raise _fault("local delivery failed") from None
     failures = [r for r in results.values() if isinstance(r, Exception)]
