@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import os
 import shutil
 import ssl
 import threading
@@ -10,6 +11,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from ops_helpers import new_instance, serve
 from ops_helpers import BASE, Client, cli, make_token
@@ -213,3 +216,16 @@ def test_restore_refuses_while_the_server_runs(tmp_path: Path) -> None:
     finally:
         assert run.stop() == 0
     assert cli(inst, "restore", str(dest), str(inst.dir), "--replace").returncode == 0
+
+
+def test_restore_keeps_the_owner_of_the_replaced_store(tmp_path: Path) -> None:
+    """Run as root, restore hands the restored store to the owner of the data directory it replaces."""
+    if os.geteuid() != 0:
+        pytest.skip("ownership is only changed when restore runs as root")
+    inst = new_instance(tmp_path / "a")
+    dest = tmp_path / "backup"
+    _backup(inst, dest)
+    data = load_config(inst.config).paths.data_dir
+    os.chown(data, 4321, 4321)
+    assert cli(inst, "restore", str(dest), str(inst.dir), "--replace").returncode == 0
+    assert (data.stat().st_uid, (data / "data.mdb").stat().st_uid) == (4321, 4321)

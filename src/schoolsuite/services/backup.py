@@ -94,6 +94,16 @@ def check_backup(src: Path) -> dict[str, object]:
     return manifest
 
 
+def _same_owner(staging: Path, like: Path) -> None:
+    """Run as root (restore under systemd), give the restored store to the owner of the
+    store it replaces, so that the unprivileged service can open it."""
+    if os.geteuid() != 0:
+        return
+    owner = like.stat()
+    for path in (staging, staging / DATA):
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def store_in_use(data_dir: Path) -> bool:
     """Whether a process has the store open (without opening it).
 
@@ -144,6 +154,7 @@ def restore(src: Path, data_dir: Path, master_key: bytes, map_size: int, *, repl
             os.fsync(fh.fileno())
         Store.open(staging, master_key, map_size=map_size).close()  # MasterKeyError if the key differs
         (staging / "lock.mdb").unlink(missing_ok=True)
+        _same_owner(staging, data_dir if data_dir.exists() else data_dir.parent)
         if occupied:
             kept = data_dir.parent / f"{data_dir.name}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}"
             os.replace(data_dir, kept)
