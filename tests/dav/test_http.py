@@ -284,3 +284,43 @@ def test_garbage_requests_never_get_a_server_error(dav: DavServer) -> None:
             for path in (f"{CAL}/", f"{CAL}/garbage.ics", f"/dav/{A}/newcoll-{method.lower()}/"):
                 answer = dav.request(method, path, body, user=A, headers={"Depth": "1", "Content-Type": "text/xml"})
                 assert answer.status < 500, (method, path, body[:40], answer.status, answer.text[:200])
+
+
+def test_concurrent_writers_lose_nothing_and_if_match_races_have_one_winner(dav: DavServer) -> None:
+    """4 parallel writers store every item; two updates racing on one ETag: exactly one wins, one gets 412."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cal = f"/dav/{A}/race/"
+    assert dav.request("MKCALENDAR", cal, user=A).status == 201
+
+    def put(n: int) -> int:
+        return dav.request("PUT", f"{cal}{n}.ics", event(f"race-{n}"), user=A,
+                           headers={"Content-Type": "text/calendar", "If-None-Match": "*"}).status
+
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(put, range(40))) == {201}
+    listing = dav.request("PROPFIND", cal, '<propfind xmlns="DAV:"><prop><getetag/></prop></propfind>', user=A,
+                          headers={"Depth": "1"})
+    assert len(re.findall(r"/race/\d+\.ics</href>", listing.text)) == 40
+    etag = dav.request("GET", f"{cal}0.ics", user=A).headers["etag"]
+
+    def update(summary: str) -> int:
+        return dav.request("PUT", f"{cal}0.ics", event("race-0", summary=summary), user=A,
+                           headers={"Content-Type": "text/calendar", "If-Match": etag}).status
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(update, ["eins", "zwei"])) == [204, 412]
+
+
+def test_app_password_works_for_dav(dav: DavServer) -> None:
+    """A per-device app password made with the CLI opens the user's home; it opens no other."""
+    import subprocess
+
+    from support import schoolsuite_cmd
+
+    out = subprocess.run(schoolsuite_cmd("app-password", "add", A, "phone", "-c", str(dav.instance.config)),
+                         capture_output=True, text=True, check=True)
+    secret = out.stdout.strip().split()[-1]
+    answer = dav.request("PROPFIND", f"{CAL}/", user=A, password=secret, headers={"Depth": "0"})
+    assert answer.status == 207
+    assert dav.request("PROPFIND", f"/dav/{B}/", user=B, password=secret, headers={"Depth": "0"}).status == 401
