@@ -324,3 +324,20 @@ def test_app_password_works_for_dav(dav: DavServer) -> None:
     answer = dav.request("PROPFIND", f"{CAL}/", user=A, password=secret, headers={"Depth": "0"})
     assert answer.status == 207
     assert dav.request("PROPFIND", f"/dav/{B}/", user=B, password=secret, headers={"Depth": "0"}).status == 401
+
+
+def test_options_on_dav_paths_without_credentials(dav: DavServer) -> None:
+    """OPTIONS on /dav/ paths answers without credentials and names calendar-access and addressbook."""
+    for path in ("/dav/", f"{CAL}/"):
+        answer = dav.request("OPTIONS", path)
+        assert answer.status == 200 and "calendar-access" in answer.headers["dav"], path
+        assert "REPORT" in answer.headers["allow"]
+
+
+def test_refused_content_is_not_logged(dav: DavServer) -> None:
+    """A refused calendar body's text never appears in the server's output."""
+    marker = "Geheimnis-im-Log-4711"
+    dav.request("PUT", f"{CAL}/leak.ics", f"BEGIN:VCALENDAR\r\n{marker}\r\nEND:VCALENDAR\r\n", user=A,
+                headers={"Content-Type": "text/calendar"})
+    dav.request("PROPFIND", f"{CAL}/", user=A, headers={"Depth": "0"})
+    assert not any(marker in line for line in dav.log)

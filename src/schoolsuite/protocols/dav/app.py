@@ -40,11 +40,13 @@ MOUNT = "dav"
 
 
 class _ToTwistedLog(logging.Handler):
-    """Radicale's warnings and errors into the server log (no request content: it is never logged)."""
+    """Radicale's warnings and errors into the server log, as their templates only: the
+    arguments can quote user names, paths or a line of refused calendar data."""
 
     def emit(self, record: logging.LogRecord) -> None:
         level = "error" if record.levelno >= logging.ERROR else "warn"
-        getattr(Logger(namespace="schoolsuite.dav.radicale"), level)("{message}", message=record.getMessage())
+        template = str(record.msg).replace("%r", "…").replace("%s", "…").replace("%d", "…")
+        getattr(Logger(namespace="schoolsuite.dav.radicale"), level)("radicale: {template}", template=template)
 
 
 def _quiet_radicale_logging() -> None:
