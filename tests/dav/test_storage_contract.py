@@ -307,8 +307,13 @@ def test_school_directory_lists_active_accounts(backend: Backend) -> None:
         directory.update_account(txn, account)
     book = discover(backend, f"/{A}/school-directory/")[0]
     assert not any("Bert" in i.serialize() for i in book.get_all())
+    with backend.store.read() as txn:
+        bert_href = f"{directory.find_account_id(txn, B).hex()}.vcf"
+    new_token, changed = book.sync(token)
+    assert new_token != token and list(changed) == [bert_href]
+    assert list(book.sync(new_token)[1]) == []
     with pytest.raises(ValueError):
-        book.sync(token)
+        book.sync(token.replace("directory-", "directory-0"))
     with pytest.raises(ValueError):
         put(book, "x.vcf", vcard("x"))
 

@@ -4,15 +4,18 @@
 (RFC 2426: FN, N, EMAIL, UID), so a teacher's phone finds every colleague
 without anyone typing an address. Nothing is stored: the cards are generated
 from the account directory on each read, so they follow account changes at
-once. The CTag and sync token are a hash of the cards; a client holding an
-older token gets ``valid-sync-token`` (RFC 6578 §3.2) and lists the book
-again by ETag, which costs one small PROPFIND.
+once. The CTag and sync token are a hash of the cards; the process keeps the
+last states it handed out, so a sync from one of them lists what changed; an
+older token (or one from before a restart) gets ``valid-sync-token`` (RFC 6578
+§3.2) and the client lists the book again by ETag.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +25,10 @@ from radicale import storage
 from .plugin_storage import TOKEN_PREFIX, http_date
 
 NAME = "school-directory"
+#: Directory states by sync token (the same for every home), newest last; kept in memory only.
+_STATES: OrderedDict[str, dict[str, str]] = OrderedDict()
+_STATES_MAX = 32
+_STATES_LOCK = threading.Lock()
 PROPS = {
     "tag": "VADDRESSBOOK",
     "D:displayname": "School directory",
@@ -99,12 +106,20 @@ class DirectoryCollection(storage.BaseCollection):
         return http_date(time.time())
 
     def sync(self, old_token: str = "") -> tuple[str, Iterable[str]]:
+        """RFC 6578 against the states this process handed out; unknown tokens resync."""
+        state = {item.href: item.etag for item in self._all() if item.href}
         token = f"{TOKEN_PREFIX}directory-{self.etag.strip(chr(34))}"
+        with _STATES_LOCK:
+            _STATES[token] = state
+            _STATES.move_to_end(token)
+            while len(_STATES) > _STATES_MAX:
+                _STATES.popitem(last=False)
+            old = _STATES.get(old_token) if old_token else None
         if not old_token:
-            return token, [item.href for item in self._all() if item.href]
-        if old_token == token:
-            return token, ()
-        raise ValueError("the directory changed; list it again")
+            return token, list(state)
+        if old is None:
+            raise ValueError("unknown directory token (e.g. from before a restart); list it again")
+        return token, [h for h in state if old.get(h) != state[h]] + [h for h in old if h not in state]
 
     def get_all(self) -> Iterable[radicale_item.Item]:
         return list(self._all())
