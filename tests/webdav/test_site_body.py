@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from schoolsuite.protocols.http.body import SPOOL_BLOCK, SealedSpool
+from schoolsuite.storage.spool import SPOOL_BLOCK, SealedSpool
 from support import free_port
 
 HERE = Path(__file__).parent
