@@ -87,3 +87,25 @@ def test_missing_instance(tmp_path, monkeypatch):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and proc.stderr.startswith("schoolsuite: no instance")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_cli_user_add_makes_everything_a_teacher_needs(run, instance):
+    """`user add` from the CLI (no protocol module loaded) creates mailboxes, calendar, address book and file space."""
+    from schoolsuite.config import load_config
+    from schoolsuite.instance import open_store
+    from schoolsuite.storage import accounts as directory
+    from schoolsuite.storage import dav, files, mail
+
+    assert run("user", "add", "ana@school.example", "--password-stdin", stdin=PASSWORD)[0] == 0
+    store = open_store(load_config(instance.config))
+    try:
+        with store.read() as txn:
+            user = txn.user(directory.find_account_id(txn, "ana@school.example"))
+            names = {m.name for m in mail.list_mailboxes(user)}
+            assert {"INBOX", "Drafts", "Sent", "Trash", "Junk", "Archive"} <= names
+            collections = dav.list_collections(user)
+            tags = " ".join(str(c) for c in collections)
+            assert "VCALENDAR" in tags and "VADDRESSBOOK" in tags
+            assert files.root(user) is not None
+    finally:
+        store.close()

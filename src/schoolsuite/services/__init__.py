@@ -17,12 +17,14 @@ from twisted.logger import Logger
 from .. import metrics
 from ..storage import Store
 from ..storage import accounts as directory
+from ..storage import dav as dav_store
+from ..storage import files as files_store
 from .accounts import ACCOUNT_INITIALIZERS, AccountService
 from .auth import AuthService
 from .cred import SchoolsuiteRealm, make_portal
-from .groups import GroupService
 from .delivery import Delivery, init_mailboxes
 from .notifications import MailNotifier
+from .groups import GroupService
 from .throttle import Throttle
 from .writer import StoreWriter
 
@@ -71,9 +73,9 @@ class Services:
     sessions: SessionRegistry
     reactor: Any
     portal: Any = field(default=None)
-    groups: GroupService | None = field(default=None)  # mailing lists + shared address books (services/groups.py)
     notifier: MailNotifier | None = field(default=None)  # mailbox change notifications (IDLE)
     delivery: Delivery | None = field(default=None)  # messages into mailboxes (services/delivery.py)
+    groups: GroupService | None = field(default=None)  # mailing lists + shared address books (services/groups.py)
     transport: Any = field(default=None)  # SMTP transport: queue, DKIM, checks (services/transport.py)
 
     @classmethod
@@ -122,9 +124,9 @@ class Services:
             reactor=reactor,
         )
         services.portal = make_portal(auth, realm)
-        services.groups = GroupService(store)
         services.notifier = MailNotifier(reactor)
         services.delivery = Delivery(store, services.writer, services.notifier)
+        services.groups = GroupService(store)
         _update_account_gauge(store)
         return services
 
@@ -140,8 +142,12 @@ def _update_account_gauge(store: Store) -> None:
         metrics.ACCOUNTS.set(directory.count_accounts(txn))
 
 
-# Every new account gets INBOX and the special-use mailboxes (storage/mail.py).
-if init_mailboxes not in ACCOUNT_INITIALIZERS:
-    ACCOUNT_INITIALIZERS.append(init_mailboxes)
+# Every new account gets INBOX and the special-use mailboxes (storage/mail.py),
+# a default calendar and address book (storage/dav.py) and an empty file space
+# (storage/files.py), whoever creates it: the server, SCIM or the CLI, which
+# loads no protocol module. Registered here, once, for that reason.
+for _init in (init_mailboxes, dav_store.init_account, files_store.init_account):
+    if _init not in ACCOUNT_INITIALIZERS:
+        ACCOUNT_INITIALIZERS.append(_init)
 
 __all__ = ["Services", "SessionRegistry"]

@@ -371,3 +371,8 @@ __all__ = [
     "descendants", "get_prop", "get_props", "init_space", "lookup", "make_collection", "move", "put_file",
     "remove_prop", "remove_props", "set_prop", "usage",
 ]
+
+
+def init_account(txn: Any, account: Any) -> None:
+    """ACCOUNT_INITIALIZERS hook: the empty file space, inside the creating transaction."""
+    init_space(txn.user(account.id))
