@@ -341,3 +341,11 @@ def test_refused_content_is_not_logged(dav: DavServer) -> None:
                 headers={"Content-Type": "text/calendar"})
     dav.request("PROPFIND", f"{CAL}/", user=A, headers={"Depth": "0"})
     assert not any(marker in line for line in dav.log)
+
+
+def test_large_item_round_trip(dav: DavServer) -> None:
+    """An event of about 1.5 MB (spilled into sealed chunks, body spooled sealed) comes back intact."""
+    text = event("large-1", summary="Gro" + "ß" * (750 * 1024))
+    assert dav.request("PUT", f"{CAL}/large.ics", text, user=A, headers={"Content-Type": "text/calendar"}).status == 201
+    answer = dav.request("GET", f"{CAL}/large.ics", user=A)
+    assert answer.status == 200 and answer.text.count("ß") == 750 * 1024
