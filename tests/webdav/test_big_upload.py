@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_files_server
+from webdav_server import start_files_server
 from webdav_helpers import FilesServer
 
 SIZE = 2 << 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import start_files_server
+from webdav_server import start_files_server
 from support import schoolsuite_cmd
 from webdav_helpers import LOCK_BODY, PASSWORD
 
