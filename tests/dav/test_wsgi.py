@@ -62,3 +62,10 @@ def test_radicale_500_becomes_an_incident_without_details() -> None:
     """A 500 from Radicale is answered with an incident id only."""
     status, _, body = call({}, status="500 Internal Server Error", body=b"Traceback: /secret/path")
     assert status.startswith("500") and b"incident" in body and b"secret" not in body
+
+
+def test_empty_put_on_a_collection_is_refused() -> None:
+    """A PUT with no body on a collection URL (which would erase the collection) is 400."""
+    status, env, body = call({"REQUEST_METHOD": "PUT", "PATH_INFO": "/a@school.example/calendar/",
+                              "CONTENT_LENGTH": "0"})
+    assert status.startswith("400") and env == {} and b"erase" in body

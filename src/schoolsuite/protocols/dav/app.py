@@ -15,16 +15,18 @@ for the commit, so a 201 always follows a durable commit.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import radicale
 import radicale.config
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web import resource
 from twisted.web.wsgi import WSGIResource
 
+from ... import server as server_module
 from ...storage import dav as store_dav
 from ...storage.dav import DavStore
 from ..http.body import Accept, Reject
@@ -86,11 +88,41 @@ def radicale_configuration(storage_factory: Any, auth_factory: Any, rights_facto
 class DavResource(WSGIResource):
     """``/dav/``: Radicale in its pool; answers PROPFIND/OPTIONS on ``/`` too (``root_methods``)."""
 
+    closing = False
+
     def __init__(self, reactor: Any, pool: ThreadPool, app: Any, root_methods: dict[bytes, resource.IResource],
                  limits: Limits) -> None:
         super().__init__(reactor, pool, app)
         self.root_methods = root_methods
         self._limits = limits
+        self._pool = pool
+
+    def render(self, request: Any) -> Any:
+        if self.closing:
+            request.setResponseCode(503)
+            request.setHeader(b"Retry-After", b"10")
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"the server is shutting down\n"
+        return super().render(request)
+
+    def drain(self, timeout: float = 30.0) -> defer.Deferred[None]:
+        """Shutdown (server.SHUTDOWN_DRAINS): 503 to new requests, wait for the requests in flight.
+
+        The store closes after this fires, so no WSGI thread is inside a transaction then.
+        The pool is joined off the reactor thread: its workers may still need the reactor.
+        """
+        self.closing = True
+        done: defer.Deferred[None] = defer.Deferred()
+        reactor = self._reactor
+
+        def wait() -> None:
+            self._pool.stop()
+            reactor.callFromThread(lambda: done.called or done.callback(None))
+
+        threading.Thread(target=wait, name="dav-drain", daemon=True).start()
+        timer = reactor.callLater(timeout, lambda: done.called or done.callback(None))
+        done.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+        return done
 
     def body_gate(self, head: Any) -> Accept | Reject:
         """Refuse an oversized body from its Content-Length before reading it (body.py)."""
@@ -151,10 +183,11 @@ def build_resource(ctx: Any) -> resource.IResource:
     app, _ = build_application(services, dav_config, run_write)
     pool = ThreadPool(minthreads=1, maxthreads=dav_config.threads, name="dav")
     reactor.callWhenRunning(pool.start)
-    reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
     root_methods: dict[bytes, resource.IResource] = {
         b"PROPFIND": RootPropfind(services, MOUNT),
         b"OPTIONS": RootOptions(),
     }
     limits = Limits(dav_config.max_item_size, dav_config.max_request_size)
-    return DavResource(reactor, pool, app, root_methods, limits)
+    dav_resource = DavResource(reactor, pool, app, root_methods, limits)
+    server_module.SHUTDOWN_DRAINS.append(dav_resource.drain)
+    return dav_resource

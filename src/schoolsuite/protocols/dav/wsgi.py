@@ -201,6 +201,9 @@ class Middleware:
         if length > limit:
             element = f"{_kind(environ)}:max-resource-size" if item_put else None
             raise DavError(413, "Content Too Large", element, text="the request body is too large")
+        if method == "PUT" and not item_put and length == 0:
+            # Radicale would replace the whole collection with an empty one of a guessed type.
+            raise DavError(400, "Bad Request", text="an empty body would erase the collection")
         EXPAND_HINT.window = None
         if method in _XML_METHODS and 0 < length:
             data = environ["wsgi.input"].read(length)
