@@ -56,6 +56,7 @@ class FakeTransport:
     accounts: dict[str, bytes] = field(default_factory=lambda: {"alice@school.example": ALICE,
                                                                  "alice.alias@school.example": ALICE,
                                                                  "bob@school.example": BOB})
+    groups: dict[str, list[bytes]] = field(default_factory=dict)  # list address -> member ids
     submitted: list[dict[str, Any]] = field(default_factory=list)
     received: list[tuple[list[bytes], bytes]] = field(default_factory=list)
     mailboxes: list[str] = field(default_factory=list)
@@ -67,6 +68,9 @@ class FakeTransport:
 
     def find_account(self, address: str) -> bytes | None:
         return self.accounts.get(address.lower())
+
+    def find_group(self, address: str) -> list[bytes] | None:
+        return self.groups.get(address.lower())
 
     def addresses_of(self, account_id: bytes) -> list[str]:
         return [a for a, i in self.accounts.items() if i == account_id]
@@ -89,7 +93,7 @@ class FakeTransport:
         return defer.succeed(result)
 
     def receive(self, recipients: list[Any], message: bytes, **kw: Any) -> Any:
-        account_ids = [r.account_id for r in recipients]
+        account_ids = [r.account_id for r in recipients if not r.group]
         self.received.append((account_ids, message))
         self.mailboxes.append(kw.get("mailbox", "INBOX"))
         return defer.succeed({a: 1 for a in account_ids})

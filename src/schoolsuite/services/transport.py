@@ -5,8 +5,13 @@ transaction: a sealed copy into each local recipient's INBOX (through
 ``services.delivery``), one queue entry for the remote recipients (sealed with
 the sender's key), and a bounce into the sender's INBOX for local recipients
 that refused it (quota). :meth:`MailTransport.receive` delivers MX mail to
-local recipients. Both fire after the commit, so the SMTP ``250`` follows
-durability. Signing, verification and DNS run on a thread pool of their own.
+local recipients. A recipient may be a group's list address (SCIM groups,
+``services.groups``): it is expanded to its members inside the delivering
+transaction, like a Postfix virtual alias (RFC 5321 §3.9.1: the envelope
+recipient is replaced, the message is left unchanged); an account reached both
+directly and through a group gets one copy. Both fire after the commit, so
+the SMTP ``250`` follows durability. Signing, verification and DNS run on a
+thread pool of their own.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ..storage import accounts as directory
+from ..storage import admin as records
 from ..storage import mime
 from ..storage.mail import MailboxNotFound, QuotaExceeded
 from ..storage.queue import QueueEntry, QueuedRecipient
 from . import dsn, resolver
+from .accounts import AccountError, normalize_address
 from .dkim_keys import DkimSigner
 from .mailauth import MailAuthenticator, Verdicts
 from .outbound import Route
@@ -38,9 +45,14 @@ MAX_BATCH = 64  # messages per group commit
 @dataclass(frozen=True)
 class Recipient:
     address: str
-    account_id: bytes | None  # None: remote
+    account_id: bytes | None  # None: remote (or a group)
     notify: tuple[str, ...] = ()
     orcpt: str | None = None
+    group: bool = False  # a group's list address: expanded to its members at delivery
+
+    @property
+    def local(self) -> bool:
+        return self.account_id is not None or self.group
 
 
 @dataclass
@@ -110,6 +122,43 @@ class MailTransport:
             account_id = self.services.accounts.find_id(self.postmaster)
         return account_id
 
+    def find_group(self, address: str) -> list[bytes] | None:
+        """The member ids of the group with this list address; None if it is not one."""
+        groups = getattr(self.services, "groups", None)
+        return None if groups is None else groups.expand(address)
+
+    @staticmethod
+    def expand(txn: Any, recipients: list[Recipient]) -> list[Recipient]:
+        """The local recipients with groups replaced by their members, one entry per account.
+
+        Runs inside the delivering transaction, so a member removed (or an
+        account deleted) before the commit gets nothing. Direct recipients
+        come first and win over a group naming the same account, which keeps
+        their own NOTIFY/ORCPT; a member inherits the group's NOTIFY, and its
+        ORCPT is the group address unless the client gave one (RFC 3461 §4.2,
+        RFC 3464 §2.3.1). SCIM groups cannot contain groups: no nesting, so no
+        loop is possible.
+        """
+        out: dict[bytes, Recipient] = {}
+        for r in recipients:
+            if r.account_id is not None and not r.group:
+                out.setdefault(r.account_id, r)
+        for r in recipients:
+            if not r.group:
+                continue
+            try:
+                group_id = records.find_group_id(txn, normalize_address(r.address))
+            except AccountError:
+                group_id = None
+            group = None if group_id is None else records.get_group(txn, group_id)
+            for member in group.members if group is not None else ():
+                if member in out:
+                    continue
+                account = directory.get_account(txn, member)
+                if account is not None:
+                    out[member] = Recipient(account.address, member, r.notify, r.orcpt or f"rfc822;{r.address}")
+        return list(out.values())
+
     def addresses_of(self, account_id: bytes) -> list[str]:
         """The account's own address and aliases (lower case)."""
         with self.store.read() as txn:
@@ -132,8 +181,8 @@ class MailTransport:
                body: str | None = None) -> defer.Deferred[Submitted]:
         """Deliver locally and queue for remote recipients, in one transaction."""
         delivery = getattr(self.services, "delivery", None)
-        local = [r for r in recipients if r.account_id is not None]
-        remote = [r for r in recipients if r.account_id is None]
+        local = [r for r in recipients if r.local]
+        remote = [r for r in recipients if not r.local]
         if local and delivery is None:
             return defer.fail(RuntimeError("no delivery service"))
 
@@ -145,7 +194,7 @@ class MailTransport:
             delivered: list[QueuedRecipient] = []
             with self.store.write() as txn:
                 done: set[bytes] = set()
-                for r in local:
+                for r in self.expand(txn, local):
                     assert r.account_id is not None
                     if r.account_id in done:
                         continue
@@ -197,12 +246,12 @@ class MailTransport:
         delivery = getattr(self.services, "delivery", None)
         if delivery is None:
             return defer.fail(RuntimeError("no delivery service"))
-        unique = list({r.account_id: r for r in recipients if r.account_id is not None}.values())
+        local = [r for r in recipients if r.local]
 
         def parsed(structure: Any) -> defer.Deferred[dict[bytes, Any]]:
             # The MIME structure is computed off the writer thread, so parsing overlaps the commit.
             d: defer.Deferred[dict[bytes, Any]] = defer.Deferred()
-            self._inbound.append(_Inbound(unique, message, sender, envid, ret, d, structure, mailbox))
+            self._inbound.append(_Inbound(local, message, sender, envid, ret, d, structure, mailbox))
             if not self._committing:
                 self._commit_inbound(delivery)
             return d
@@ -220,9 +269,10 @@ class MailTransport:
                 for item in batch:
                     structure = item.structure
                     results: dict[bytes, Any] = {}
-                    for r in item.recipients:
+                    targets = self.expand(txn, item.recipients)
+                    for r in targets:
                         results[r.account_id] = self._deliver_one(delivery, txn, r.account_id, item, structure, now)
-                    self._bounce_partial(txn, item, results, now)
+                    self._bounce_partial(txn, item, targets, results, now)
                     out.append(results)
             return out
 
@@ -252,9 +302,10 @@ class MailTransport:
                 refusal = exc
         return refusal
 
-    def _bounce_partial(self, txn: Any, item: "_Inbound", results: dict[bytes, Any], now: float) -> None:
-        failed = [r for r in item.recipients if isinstance(results.get(r.account_id), Exception)]
-        if not failed or len(failed) == len(item.recipients) or not item.sender:
+    def _bounce_partial(self, txn: Any, item: "_Inbound", targets: list[Recipient], results: dict[bytes, Any],
+                        now: float) -> None:
+        failed = [r for r in targets if isinstance(results.get(r.account_id), Exception)]
+        if not failed or len(failed) == len(targets) or not item.sender:
             return  # all refused: the SMTP reply says so; nobody to tell: nothing to do
         if self.is_local_domain(item.sender.rpartition("@")[2]):
             return

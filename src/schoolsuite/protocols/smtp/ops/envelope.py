@@ -2,7 +2,12 @@
 
 Submission: the sender must be the logged-in account's address or one of its
 aliases; any recipient (local ones must exist). MX: any sender, recipients
-only at local domains and existing accounts — never an open relay.
+only at local domains and existing accounts or groups — never an open relay.
+
+A group's list address (SCIM groups) is one recipient here — it counts once
+against ``max_recipients``, as Postfix counts envelope recipients before
+virtual alias expansion — and is expanded to its members at delivery
+(services/transport.py). Groups cannot contain groups.
 """
 
 from __future__ import annotations
@@ -12,6 +17,12 @@ from ..errors import BadSequence, Refused, SMTPReply, UnknownParameter
 from ..grammar import MailFrom, RcptTo
 from ..session import Reply, Session, Transaction
 from .auth import AuthRequired
+
+
+class EmptyGroup(SMTPReply):
+    """RFC 3463 §3.3 X.2.4 "Mailing list expansion problem": the list has no one to deliver to."""
+
+    code, enhanced, text = 550, "5.2.4", "Group has no members"
 
 
 class NonAsciiAddress(SMTPReply):
@@ -58,15 +69,21 @@ def rcpt(session: Session, command: RcptTo) -> Reply:
     if address == "postmaster":  # RFC 5321 §4.5.1
         address = f"postmaster@{sorted(transport.local_domains)[0]}"
     domain = address.rpartition("@")[2]
+    group = False
     if transport.is_local_domain(domain):
         account_id = transport.find_account(address)
         if account_id is None:
-            raise SMTPReply("No such user here", code=550, enhanced="5.1.1")
+            members = transport.find_group(address)
+            if members is None:
+                raise SMTPReply("No such user here", code=550, enhanced="5.1.1")
+            if not members:  # RFC 5321 §4.2.3 550 "mailbox unavailable", RFC 3463 X.2.4
+                raise EmptyGroup()
+            group = True
     elif session.submission:
         account_id = None
     else:
         raise Refused("Relay access denied")
-    transaction.recipients.append(Recipient(address, account_id, command.notify, command.orcpt))
+    transaction.recipients.append(Recipient(address, account_id, command.notify, command.orcpt, group))
     return Reply(250, "2.1.5", "Ok")
 
 

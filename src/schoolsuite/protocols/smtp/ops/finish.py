@@ -170,6 +170,8 @@ def _receive(session: Session, transaction: Transaction, data: bytes):  # type: 
                                           ret=mail.ret, mailbox="Junk" if quarantine else "INBOX")
     except Exception:
         raise _fault("local delivery failed") from None
+    if not results:  # every recipient was a group that lost its last member after RCPT (RFC 3463 X.2.4)
+        raise SMTPReply("Group has no members", code=550, enhanced="5.2.4")
     failures = [r for r in results.values() if isinstance(r, Exception)]
     if failures and len(failures) == len(results):
         if all(type(f).__name__ == "QuotaExceeded" for f in failures):
