@@ -18,7 +18,7 @@ from support import schoolsuite_cmd
 
 DOMAIN = "school.example"
 TEACHERS = {f"{n}@{DOMAIN}": f"{n.title()}-pw-4h7k2m9x" for n in ("tina", "tom", "tess", "otto", "gail", "gus",
-                                                                 "fred", "flo")}
+                                                                 "fred", "flo", "rita", "rob")}
 
 
 def _cli(m: MailSystem, *args: str, password: str | None = None) -> None:
@@ -48,6 +48,8 @@ def teachers(mailsys: MailSystem) -> Iterator[MailSystem]:
     _make_group(mailsys, f"empty-list@{DOMAIN}", [])
     _make_group(mailsys, f"leavers@{DOMAIN}", [f"gail@{DOMAIN}", f"gus@{DOMAIN}"])
     _make_group(mailsys, f"fullbox@{DOMAIN}", [f"fred@{DOMAIN}", f"flo@{DOMAIN}"])
+    _make_group(mailsys, f"race-one@{DOMAIN}", [f"rita@{DOMAIN}"])
+    _make_group(mailsys, f"race-two@{DOMAIN}", [f"rob@{DOMAIN}"])
     yield mailsys
 
 
@@ -193,3 +195,25 @@ def test_group_counts_once_against_the_recipient_limit() -> None:
     recipients = conn.proto.session.transaction.recipients
     assert [(r.address, r.group) for r in recipients] == [("All-Staff@school.example", True),
                                                           ("bob@school.example", False)]
+
+
+def test_group_emptied_between_rcpt_and_data(teachers: MailSystem) -> None:
+    """A group that loses its last member after RCPT: the MX refuses at DATA (550 5.2.4), submission bounces (5.2.4)."""
+    m = teachers
+    with smtplib.SMTP("127.0.0.1", m.port("mx"), timeout=20) as client:
+        client.ehlo("mx.remote.example")
+        assert client.mail("dad@remote.example")[0] == 250
+        assert client.rcpt(f"race-one@{DOMAIN}")[0] == 250
+        _cli(m, "user", "del", f"rita@{DOMAIN}")
+        code, text = client.data(_raw("dad@remote.example", "race one"))
+        assert code == 550 and text.startswith(b"5.2.4")
+    with smtplib.SMTP("localhost", m.port("submission"), timeout=20) as client:
+        client.starttls(context=tls_context(m))
+        client.login(f"otto@{DOMAIN}", TEACHERS[f"otto@{DOMAIN}"])
+        assert client.mail(f"otto@{DOMAIN}")[0] == 250
+        assert client.rcpt(f"race-two@{DOMAIN}")[0] == 250
+        _cli(m, "user", "del", f"rob@{DOMAIN}")
+        raw = f"From: otto@{DOMAIN}\r\nTo: race-two@{DOMAIN}\r\nSubject: race two\r\n\r\nHello\r\n".encode()
+        assert client.data(raw)[0] == 250
+    dsn = wait_for(lambda: [x for x in _imap_copies(m, f"otto@{DOMAIN}", "Undelivered Mail") if b"race two" in x])
+    assert dsn and b"Status: 5.2.4" in dsn[0] and b"Final-Recipient: rfc822; race-two@school.example" in dsn[0]

@@ -146,18 +146,23 @@ class MailTransport:
         for r in recipients:
             if not r.group:
                 continue
-            try:
-                group_id = records.find_group_id(txn, normalize_address(r.address))
-            except AccountError:
-                group_id = None
-            group = None if group_id is None else records.get_group(txn, group_id)
-            for member in group.members if group is not None else ():
+            for member in MailTransport.group_members(txn, r.address):
                 if member in out:
                     continue
                 account = directory.get_account(txn, member)
                 if account is not None:
                     out[member] = Recipient(account.address, member, r.notify, r.orcpt or f"rfc822;{r.address}")
         return list(out.values())
+
+    @staticmethod
+    def group_members(txn: Any, address: str) -> list[bytes]:
+        """The members of the group with this list address, read in ``txn`` ([] if none or no group)."""
+        try:
+            group_id = records.find_group_id(txn, normalize_address(address))
+        except AccountError:
+            return []
+        group = None if group_id is None else records.get_group(txn, group_id)
+        return [] if group is None else list(group.members)
 
     def addresses_of(self, account_id: bytes) -> list[str]:
         """The account's own address and aliases (lower case)."""
@@ -211,6 +216,12 @@ class MailTransport:
                         result.delivered.append(r.address)
                         delivered.append(QueuedRecipient(r.address, "sent", list(r.notify), r.orcpt, 1,
                                                          "delivered to the mailbox", self.hostname, "2.0.0"))
+                for r in local:  # a group that lost its last member after RCPT (RFC 3463 X.2.4)
+                    if r.group and not self.group_members(txn, r.address):
+                        result.refused[r.address] = "group has no members"
+                        refused.append(QueuedRecipient(r.address, "failed", list(r.notify), r.orcpt, 1,
+                                                       "local delivery failed: group has no members",
+                                                       self.hostname, "5.2.4"))
                 entry = QueueEntry(
                     id="", account_id=account_id, sender=sender,
                     recipients=[QueuedRecipient(r.address, notify=list(r.notify), orcpt=r.orcpt) for r in remote],
