@@ -10,6 +10,7 @@ and closes the store.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -19,7 +20,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver, InvalidLogLevelError, Logger, LogLevel, LogLevelFilterPredicate, globalLogBeginner, textFileLogObserver)
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource
@@ -246,7 +248,13 @@ def serve(config: Config, reactor: Any = None) -> int:
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     server = build_server(config, reactor)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    # Info and above by default; SCHOOLSUITE_LOG_LEVEL=debug shows e.g. cached logins.
+    try:
+        level = LogLevel.levelWithName(os.environ.get("SCHOOLSUITE_LOG_LEVEL", "info").lower())
+    except InvalidLogLevelError:
+        level = LogLevel.info
+    observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [LogLevelFilterPredicate(level)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     status = {"code": 0}
 
     def failed(failure: Any) -> None:

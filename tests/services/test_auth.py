@@ -143,3 +143,16 @@ def test_portal_login(auth, ana):
     bad = ClientCredentials("ana@school.example", b"wrong password", "192.0.2.1", "imap")
     with pytest.raises(LoginRefused):
         result_of(portal.login(bad, None, IAccount))
+
+
+def test_cached_logins_are_not_logged_at_info(auth, ana):
+    """A repeated login served from the cache (HTTP Basic on every request) logs at debug, not info."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(3):
+            result_of(login(auth, "ana@school.example", PASSWORD, protocol="caldav"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    ours = [e for e in events if e.get("log_namespace") == "schoolsuite.auth"]
+    assert [e["log_level"].name for e in ours] == ["info", "debug", "debug"]

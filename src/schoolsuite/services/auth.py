@@ -91,7 +91,8 @@ class AuthService:
         account = self._lookup(key)
         stored, method, label = self._choose_hash(account, secret)
         now = self._reactor.seconds()
-        if stored is not None and self._cache.hit(stored, secret, now):
+        cached = stored is not None and self._cache.hit(stored, secret, now)
+        if cached:
             ok = True
         else:
             ok = yield self._slots.run(self._in_thread, passwords.verify_secret, stored, secret)
@@ -111,7 +112,10 @@ class AuthService:
             self._record(protocol, "disabled", key, client, started, "account disabled")
             raise AuthFailed("disabled")
         self.throttle.success(key, client)
-        self._record(protocol, "ok", key, client, started, method)
+        # A repeat within the cache time (HTTP Basic sends the password with every
+        # request) is counted but logged at debug level only, not once per request.
+        self._record(protocol, "ok", key, client, started, method + (" (cached)" if cached else ""),
+                     quiet=cached)
         return Principal(account.id, account.address, method, label)
 
     def _lookup(self, address: str) -> Account | None:
@@ -130,9 +134,10 @@ class AuthService:
                     return passwords.app_password_hash_of(entry), "app-password", entry.label
         return account.password_hash or None, "password", ""
 
-    def _record(self, protocol: str, result: str, address: str, client: str, started: float, why: str) -> None:
+    def _record(self, protocol: str, result: str, address: str, client: str, started: float, why: str,
+                *, quiet: bool = False) -> None:
         metrics.AUTH_ATTEMPTS.labels(protocol, result).inc()
-        event = log.info if result == "ok" else log.warn
+        event = log.debug if quiet else log.info if result == "ok" else log.warn
         event(
             "login {result}: user={user} client={client} protocol={protocol} ({why}, {ms:.0f} ms)",
             result=result,
