@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import content, mime
+from . import content, files, mime
 from .errors import Conflict, NotFound, StoreError
 from .spaces import (
     SPACE_MAIL_CHANGES,
@@ -561,7 +561,8 @@ def read_message(user: UserView, content_id: bytes, start: int = 0, end: int | N
 
 
 def _check_quota(user: UserView, quota: int | None, add_bytes: int, state: AccountMailState) -> None:
-    if quota is not None and state.bytes + add_bytes > quota:
+    # One quota for mail and files together (storage/quota.py).
+    if quota is not None and state.bytes + files.usage(user) + add_bytes > quota:
         raise QuotaExceeded("over quota")
 
 

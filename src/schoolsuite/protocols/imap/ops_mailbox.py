@@ -14,6 +14,7 @@ from typing import Any
 
 from ...storage import accounts as directory
 from ...storage import mail, mime
+from ...storage import quota as account_quota
 from . import render
 from .errors import Bad, No
 from .grammar import Append, ListCommand, MailboxCommand, Quota, Rename, Status
@@ -253,7 +254,8 @@ def do_namespace(s: Session, cmd: Any) -> Any:
 def _quota_line(s: Session) -> bytes:
     with s.read() as txn:
         account = directory.get_account(txn, s.account_id)
-        used, count = mail.usage(s.user(txn))
+        # One quota for mail and files (storage/quota.py): report what counts against it.
+        used = account_quota.used_bytes(s.user(txn))
     resources = []
     if account is not None and account.quota is not None:
         # RFC 9208 §5.1: STORAGE in units of 1024 octets.

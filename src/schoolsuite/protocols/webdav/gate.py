@@ -31,7 +31,7 @@ from ...services.accounts import AccountError, normalize_address
 from ...services.auth import AuthFailed, Principal
 from ...storage import NotFound
 from ...storage import accounts as directory
-from ...storage import files
+from ...storage import quota as account_quota
 from ..http.body import Accept, Reject, RequestHead
 from .paths import PathError, parse_request_path
 
@@ -199,4 +199,4 @@ class FilesGate:
                 raise NotFound("account gone")
             if account.quota is None:
                 return None
-            return account.quota - files.usage(txn.user(account_id))
+            return account.quota - account_quota.used_bytes(txn.user(account_id))

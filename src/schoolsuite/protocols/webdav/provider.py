@@ -31,6 +31,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from ...storage import Conflict, NotFound, StoreFullError
 from ...storage import accounts as directory
 from ...storage import files
+from ...storage import quota as account_quota
 from ...storage.content import ContentInfo, ContentWriter, put_content, stream_content
 from ...storage.files import Entry
 from . import metrics
@@ -92,7 +93,7 @@ class FileSpaceProvider(DAVProvider):
     def quota(self, ctx: FilesContext) -> tuple[int, int | None]:
         """(bytes used, quota or None) of the account."""
         with self.store.read() as txn:
-            used = files.usage(txn.user(ctx.account_id))
+            used = account_quota.used_bytes(txn.user(ctx.account_id))
             account = directory.get_account(txn, ctx.account_id)
         return used, (account.quota if account is not None else None)
 
@@ -222,7 +223,7 @@ class _Entry:
                     added = entry.size - (old.size if old is not None else 0)
                     account = directory.get_account(txn, ctx.account_id)
                     quota = account.quota if account is not None else None
-                    if quota is not None and added > 0 and files.usage(user) + added > quota:
+                    if quota is not None and added > 0 and account_quota.used_bytes(user) + added > quota:
                         raise DAVError(HTTP_INSUFFICIENT_STORAGE)  # RFC 4918 §9.8.7; copies count
                     files.copy_entry(user, entry, parent, name)
         except Conflict:
