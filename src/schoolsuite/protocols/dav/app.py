@@ -27,10 +27,11 @@ from twisted.web import resource
 from twisted.web.wsgi import WSGIResource
 
 from ... import server as server_module
+from ...services.groups import GroupService
 from ...storage import dav as store_dav
 from ...storage.dav import DavStore
 from ..http.body import Accept, Reject
-from . import directory
+from . import directory, groupbooks
 from .plugin_auth import Auth, Rights
 from .plugin_storage import Storage
 from .root import RootOptions, RootPropfind
@@ -143,13 +144,15 @@ def build_application(services: Any, dav_config: Any, run_write: Any = None) -> 
     _quiet_radicale_logging()
     dav = DavStore(services.store, run_write)
     virtual = {directory.NAME: directory.factory} if dav_config.school_directory else {}
+    groups = getattr(services, "groups", None) or GroupService(services.store)
+    dynamic = [groupbooks.GroupBooks(groups)]
     shared: dict[str, Any] = {}
     made_defaults: set[bytes] = set()
 
     def storage_factory(configuration: Any) -> Storage:
         if "storage" not in shared:
             shared["storage"] = Storage(configuration, dav, max_items=dav_config.max_collection_items,
-                                        virtual=virtual)
+                                        virtual=virtual, dynamic=dynamic)
         return shared["storage"]
 
     def on_login(principal: Any) -> None:
@@ -164,7 +167,7 @@ def build_application(services: Any, dav_config: Any, run_write: Any = None) -> 
         return auth
 
     def rights_factory(configuration: Any) -> Rights:
-        return Rights(configuration, read_only_names=virtual.keys())
+        return Rights(configuration, read_only_names=virtual.keys(), read_only_prefixes=(groupbooks.PREFIX,))
 
     configuration = radicale_configuration(storage_factory, auth_factory, rights_factory,
                                            dav_config.max_item_size, dav_config.max_request_size)

@@ -9,7 +9,7 @@ name of the home (``/dav/ADDRESS/``).
 Rights (Radicale's letters): ``R``/``W`` read/write plain collections, ``r``/``w``
 read/write calendars and address books. A user reaches only their own home;
 the root is readable (it answers current-user-principal); generated
-collections in the home (the school directory) are read-only.
+collections in the home (the school directory, group books) are read-only.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ class Auth(auth.BaseAuth):
 class Rights(rights.BaseRights):
     """Own home only; generated collections read-only."""
 
-    def __init__(self, configuration: Any, read_only_names: Collection[str] = ()) -> None:
+    def __init__(self, configuration: Any, read_only_names: Collection[str] = (),
+                 read_only_prefixes: Collection[str] = ()) -> None:
         super().__init__(configuration)
         self._read_only = frozenset(read_only_names)
+        self._read_only_prefixes = tuple(read_only_prefixes)
 
     def authorization(self, user: str, user_groups: set[str], path: str) -> str:
         if not user:
@@ -65,5 +67,6 @@ class Rights(rights.BaseRights):
         if len(parts) == 1:
             return "RWD"  # the home: create collections in it; "D" on it refuses deleting it
         if len(parts) == 2:
-            return "r" if parts[1] in self._read_only else "rw"
+            read_only = parts[1] in self._read_only or parts[1].startswith(self._read_only_prefixes)
+            return "r" if read_only else "rw"
         return ""

@@ -265,12 +265,16 @@ class Storage(storage.BaseStorage):
     _supports_problematic_chars = True
 
     def __init__(self, configuration: Any, dav: DavStore, *, max_items: int = 0,
-                 virtual: Mapping[str, Callable[["Storage", bytes, str], storage.BaseCollection]] | None = None) -> None:
+                 virtual: Mapping[str, Callable[["Storage", bytes, str], storage.BaseCollection]] | None = None,
+                 dynamic: Iterable[Any] = ()) -> None:
         super().__init__(configuration)
         self.dav = dav
         self.max_items = max_items
         # Read-only collections generated per home (the school directory): name → factory.
         self.virtual = dict(virtual or {})
+        # Generated collections whose names vary per user (group books, groupbooks.py): providers
+        # with is_reserved(name), lookup(storage, account_id, owner, name) and all(storage, account_id, owner).
+        self.dynamic = list(dynamic)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -288,6 +292,9 @@ class Storage(storage.BaseStorage):
     def _collection(self, account_id: bytes, owner: str, rel: str) -> storage.BaseCollection | None:
         if rel in self.virtual:
             return self.virtual[rel](self, account_id, owner)
+        for provider in self.dynamic:
+            if provider.is_reserved(rel):
+                return provider.lookup(self, account_id, owner, rel)
         if store_dav.is_internal(rel):
             return None
         rec = self.dav.read(account_id, store_dav.get_collection, rel)
@@ -334,6 +341,10 @@ class Storage(storage.BaseStorage):
             for name, factory in self.virtual.items():
                 with context(f"{owner}/{name}", None):
                     yield factory(self, account_id, owner)
+            for provider in self.dynamic:
+                for generated in provider.all(self, account_id, owner):
+                    with context(f"{owner}/{generated.path.partition('/')[2]}", None):
+                        yield generated
 
     def create_collection(self, href: str, items: Iterable[radicale_item.Item] | None = None,
                           props: Mapping[str, str] | None = None
@@ -342,7 +353,7 @@ class Storage(storage.BaseStorage):
         account_id = self._account(owner)
         if account_id is None:
             raise ValueError("no such home")
-        if rel in self.virtual or store_dav.is_internal(rel):
+        if rel in self.virtual or store_dav.is_internal(rel) or any(p.is_reserved(rel) for p in self.dynamic):
             raise ValueError("reserved collection name")
         if not props:
             if rel:  # a plain collection (MKCOL without a type)

@@ -13,6 +13,9 @@ and maps errors to wire replies in one place (:func:`error_response`):
 - a calendar object or vCard Radicale could not parse gets its 400 with the
   ``valid-calendar-data`` / ``valid-address-data`` precondition element
   (RFC 4791 §5.3.2.1, RFC 6352 §6.3.2.1) instead of bare text;
+- a write Radicale refused for want of rights (a read-only generated address
+  book, another user's home) gets its 403 with the RFC 3744 §7.1.1
+  ``need-privileges`` precondition naming the resource and privilege;
 - headers a reverse proxy would set (X-Script-Name, X-Remote-User, ...) are
   dropped: no client may change our hrefs or claim a user;
 - a server fault (5xx from Radicale, or an exception here) is logged with an
@@ -25,6 +28,8 @@ from __future__ import annotations
 import io
 import os
 import time
+import urllib.parse
+from xml.sax.saxutils import escape as xml_escape
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +72,24 @@ def precondition_body(element: str) -> bytes:
     ns = _NS[prefix]
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:" xmlns:{prefix}="{ns}">'
             f"<{prefix}:{local}/></D:error>\n").encode()
+
+
+#: RFC 3744 §3: the privilege a refused write needed, and whether it is on the parent (bind/unbind).
+_PRIVILEGE = {"PUT": ("write-content", False), "POST": ("bind", False), "PROPPATCH": ("write-properties", False),
+              "DELETE": ("unbind", True), "MOVE": ("unbind", True), "MKCOL": ("bind", True),
+              "MKCALENDAR": ("bind", True)}
+
+
+def need_privileges_body(method: str, path: str) -> bytes | None:
+    """RFC 3744 §7.1.1: ``<D:error><D:need-privileges>`` for a write refused by rights; None for reads."""
+    if method not in _PRIVILEGE:
+        return None
+    privilege, on_parent = _PRIVILEGE[method]
+    href = path.rstrip("/").rpartition("/")[0] + "/" if on_parent else path
+    quoted = xml_escape(urllib.parse.quote(href, safe="/@:+,;=!$&'()*~"))
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:"><D:need-privileges>'
+            f"<D:resource><D:href>{quoted}</D:href><D:privilege><D:{privilege}/></D:privilege></D:resource>"
+            f"</D:need-privileges></D:error>\n").encode()
 
 
 def error_response(error: DavError) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -159,6 +182,12 @@ class Middleware:
                 element = f"{kind}:valid-calendar-data" if kind == "C" else "CR:valid-address-data"
                 status, headers, body = error_response(DavError(400, "Bad Request", element))
                 body_parts = [body]
+            elif code == 403:
+                path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+                body = need_privileges_body(method, path)
+                if body is not None:
+                    headers = [("Content-Type", "application/xml; charset=utf-8"), ("Content-Length", str(len(body)))]
+                    body_parts = [body]
             respond(status, headers)
             return body_parts if method != "HEAD" else []
         except Exception:
