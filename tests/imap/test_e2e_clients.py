@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -131,3 +132,48 @@ def test_imapclient_folders_flags_move(server):
     c.create_folder("Projekte/Klasse 5ä")
     assert "Projekte/Klasse 5ä" in [f[2] for f in c.list_folders()]
     c.logout()
+
+
+def test_logout_over_tls_closes_even_if_client_waits(server):
+    """After LOGOUT over TLS the server closes TCP even though the client never sends close_notify."""
+    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = tls_context().wrap_bio(incoming, outgoing)
+
+    def pump() -> bytes:
+        """Send what TLS wants sent; feed what arrives; b"" once TCP is closed."""
+        if outgoing.pending:
+            raw.sendall(outgoing.read())
+        data = raw.recv(65536)
+        if data:
+            incoming.write(data)
+        return data
+
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            assert pump(), "closed during the handshake"
+    tls.write(b"a LOGOUT\r\n")
+    raw.sendall(outgoing.read())
+    raw.settimeout(8)
+    plain = b""
+    start = time.monotonic()
+    while True:
+        try:
+            if not pump():
+                break  # TCP FIN from the server
+        except (ConnectionResetError, socket.timeout) as exc:
+            assert not isinstance(exc, socket.timeout), "server kept the connection open"
+            break
+        try:
+            while True:
+                piece = tls.read(65536)
+                if not piece:
+                    break
+                plain += piece
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+    assert b"a OK LOGOUT completed" in plain and time.monotonic() - start < 8
+    raw.close()

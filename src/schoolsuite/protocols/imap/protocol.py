@@ -50,6 +50,7 @@ class ImapLimits:
     preauth_seconds: int = 60
 
 
+CLOSE_GRACE_SECONDS = 2.0  # after BYE, a TLS connection still open this long is aborted
 IDLE_POLL_SECONDS = 30  # an IDLE session also checks the store this often (changes from other processes)
 
 # command → (allowed states, handler). States: n = not authenticated, a = authenticated, s = selected.
@@ -99,6 +100,8 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._client = ""
         self._admitted = False
         self._idle_poll: Any = None
+        self._abort_call: Any = None
+        self._gone = False
         self.session: Session | None = None
 
     # -- connection ------------------------------------------------------------
@@ -123,6 +126,10 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         SESSIONS.dec()
+        self._gone = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
         self._stop_poll()
         if self._mode == "idle":
             IDLE_SESSIONS.dec()
@@ -134,9 +141,21 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             self.session.close()
 
     def _drop(self) -> None:
-        """Close after what was sent; nothing more is read, written or resumed."""
+        """Close after what was sent; nothing more is read, written or resumed.
+
+        Over TLS, loseConnection waits for the client's close_notify; a client that
+        waits for the server to hang up after BYE (as RFC 3501 §6.1.3 lets it) would
+        wait forever, so the connection is aborted shortly after if still open.
+        """
         self._closed = True
         self.transport.loseConnection()
+        if self._abort_call is None:
+            self._abort_call = self.callLater(CLOSE_GRACE_SECONDS, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        if not self._gone:
+            self.transport.abortConnection()
 
     def timeoutConnection(self) -> None:  # noqa: N802
         self.send(b"* BYE Autologout; idle for too long\r\n")
