@@ -43,7 +43,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(load_config(find_config(args)))
 
 
-def _config_option(parser: argparse.ArgumentParser, default: str | None) -> None:
+def config_option(parser: argparse.ArgumentParser, default: str | None = argparse.SUPPRESS) -> None:
+    """``-c FILE``; on a subcommand (default SUPPRESS) it overrides the global one.
+
+    Shared by the command modules (cli_accounts, cli_mail, cli_ops).
+    """
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help="config file (default: $SCHOOLSUITE_CONFIG or ./schoolsuite.toml)")
 
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand."""
     parser = _Parser(prog="schoolsuite", description="Mail and groupware for schools, sealed at rest.")
     parser.add_argument("--version", action="version", version=f"schoolsuite {__version__}")
-    _config_option(parser, None)
+    config_option(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("serve", help="run every configured listener")
-    _config_option(p, argparse.SUPPRESS)  # per-subcommand -c overrides the global one
+    config_option(p)  # per-subcommand -c overrides the global one
     p.set_defaults(func=_cmd_serve)
 
     try:

@@ -134,13 +134,10 @@ def _app_del(args: argparse.Namespace) -> int:
     return _run(args, lambda s: (s.delete_app_password(args.address, args.label), print("deleted"))[0])
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="config file (default: $SCHOOLSUITE_CONFIG or ./schoolsuite.toml)")
-
-
 def register(sub: Any) -> None:
     """Add the ``user`` and ``app-password`` commands to the CLI."""
+    from schoolsuite.cli import config_option
+
     user = sub.add_parser("user", help="manage accounts")
     user_sub = user.add_subparsers(dest="user_command", metavar="ACTION", parser_class=type(user))
     user_sub.required = True
@@ -165,7 +162,7 @@ def register(sub: Any) -> None:
     p = user_sub.add_parser("list", help="list the accounts")
     p.set_defaults(func=_user_list)
     for p in user_sub.choices.values():
-        _config_option(p)
+        config_option(p)
 
     app = sub.add_parser("app-password", help="manage per-device passwords")
     app_sub = app.add_subparsers(dest="app_command", metavar="ACTION", parser_class=type(app))
@@ -182,4 +179,4 @@ def register(sub: Any) -> None:
     p.add_argument("label")
     p.set_defaults(func=_app_del)
     for p in app_sub.choices.values():
-        _config_option(p)
+        config_option(p)

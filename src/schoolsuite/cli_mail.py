@@ -109,13 +109,10 @@ def _dkim_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="config file (default: $SCHOOLSUITE_CONFIG or ./schoolsuite.toml)")
-
-
 def register(sub: Any) -> None:
     """Add the ``queue`` and ``dkim`` commands to the CLI."""
+    from schoolsuite.cli import config_option
+
     queue = sub.add_parser("queue", help="inspect and manage the outbound mail queue")
     queue_sub = queue.add_subparsers(dest="queue_command", metavar="ACTION", parser_class=type(queue))
     queue_sub.required = True
@@ -128,7 +125,7 @@ def register(sub: Any) -> None:
     p.add_argument("id")
     p.set_defaults(func=_queue_delete)
     for p in queue_sub.choices.values():
-        _config_option(p)
+        config_option(p)
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys")
     dkim_sub = dkim.add_subparsers(dest="dkim_command", metavar="ACTION", parser_class=type(dkim))
@@ -142,4 +139,4 @@ def register(sub: Any) -> None:
     p.add_argument("domain")
     p.set_defaults(func=_dkim_show)
     for p in dkim_sub.choices.values():
-        _config_option(p)
+        config_option(p)

@@ -124,13 +124,10 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="config file (default: $SCHOOLSUITE_CONFIG or ./schoolsuite.toml)")
-
-
 def register(sub: Any) -> None:
     """Add the operator commands to the CLI."""
+    from schoolsuite.cli import config_option
+
     token = sub.add_parser("admin-token", help="manage bearer tokens of the provisioning API")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", parser_class=type(token))
     token_sub.required = True
@@ -143,22 +140,22 @@ def register(sub: Any) -> None:
     p.add_argument("label")
     p.set_defaults(func=_token_del)
     for p in token_sub.choices.values():
-        _config_option(p)
+        config_option(p)
 
     p = sub.add_parser("audit", help="show the audit log of administrative actions")
     p.add_argument("--days", type=float, default=0, help="only the last DAYS days")
     p.add_argument("--limit", type=int, default=None, help="only the newest LIMIT entries")
     p.set_defaults(func=_audit)
-    _config_option(p)
+    config_option(p)
 
     p = sub.add_parser("dns-records", help="print the DNS records to publish for the mail domain")
     p.set_defaults(func=_dns_records)
-    _config_option(p)
+    config_option(p)
 
     p = sub.add_parser("backup", help="copy the store (consistent while the server runs) into DEST")
     p.add_argument("dest", metavar="DEST")
     p.set_defaults(func=_backup)
-    _config_option(p)
+    config_option(p)
 
     p = sub.add_parser("restore", help="bring a backup SRC back as the store of the instance in DIR")
     p.add_argument("src", metavar="SRC")
