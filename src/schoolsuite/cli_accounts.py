@@ -47,22 +47,14 @@ def _read_password(args: argparse.Namespace) -> str:
     raise UserError("give the password on standard input with --password-stdin")
 
 
-def _service(args: argparse.Namespace) -> Any:
-    from schoolsuite.instance import open_instance
+def _run(args: argparse.Namespace, action: Any) -> int:
+    from schoolsuite.instance import instance_store
     from schoolsuite.services.accounts import AccountService
-
-    _, store = open_instance(args)
     from schoolsuite.services.audit import cli_actor
 
-    return store, AccountService(store, actor=cli_actor())  # operator actions go to the audit log
-
-
-def _run(args: argparse.Namespace, action: Any) -> int:
-    store, service = _service(args)
-    try:
-        return int(action(service) or 0)
-    finally:
-        store.close()
+    with instance_store(args) as (_, store):
+        # Operator actions go to the audit log.
+        return int(action(AccountService(store, actor=cli_actor())) or 0)
 
 
 def _user_add(args: argparse.Namespace) -> int:

@@ -7,12 +7,7 @@ import datetime
 from typing import Any
 
 from schoolsuite.errors import UserError
-
-
-def _store(args: argparse.Namespace) -> Any:
-    from schoolsuite.instance import open_instance
-
-    return open_instance(args)
+from schoolsuite.instance import instance_store
 
 
 def _when(ts: float) -> str:
@@ -24,11 +19,8 @@ def _when(ts: float) -> str:
 def _queue_list(args: argparse.Namespace) -> int:
     from schoolsuite.services.queue import list_queue
 
-    _, store = _store(args)
-    try:
+    with instance_store(args) as (_, store):
         entries = list_queue(store)
-    finally:
-        store.close()
     if not entries:
         print("queue is empty")
         return 0
@@ -44,12 +36,9 @@ def _queue_list(args: argparse.Namespace) -> int:
 def _queue_retry(args: argparse.Namespace) -> int:
     from schoolsuite.services.queue import retry_now
 
-    _, store = _store(args)
-    try:
+    with instance_store(args) as (_, store):
         if not retry_now(store, args.id):
             raise UserError(f"no queued message {args.id}")
-    finally:
-        store.close()
     print(f"{args.id} will be retried at once")
     return 0
 
@@ -57,12 +46,9 @@ def _queue_retry(args: argparse.Namespace) -> int:
 def _queue_delete(args: argparse.Namespace) -> int:
     from schoolsuite.services.queue import delete
 
-    _, store = _store(args)
-    try:
+    with instance_store(args) as (_, store):
         if not delete(store, args.id):
             raise UserError(f"no queued message {args.id}")
-    finally:
-        store.close()
     print(f"{args.id} deleted (no notice sent)")
     return 0
 
@@ -81,13 +67,11 @@ def _dkim_generate(args: argparse.Namespace) -> int:
 
     domain = _check_domain(args.domain)
     selector = _check_domain(args.selector) if args.selector else dkim_keys.DEFAULT_SELECTOR
-    _, store = _store(args)
-    try:
-        key = dkim_keys.generate(store, domain, selector, replace=args.replace)
-    except dkim_keys.KeyExists as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        store.close()
+    with instance_store(args) as (_, store):
+        try:
+            key = dkim_keys.generate(store, domain, selector, replace=args.replace)
+        except dkim_keys.KeyExists as exc:
+            raise UserError(str(exc)) from None
     print(f"DKIM key for {key.domain} created (private part sealed in the store).")
     print("Publish this DNS TXT record:")
     print(key.zone_line)
@@ -98,11 +82,8 @@ def _dkim_show(args: argparse.Namespace) -> int:
     from schoolsuite.services import dkim_keys
 
     domain = _check_domain(args.domain)
-    _, store = _store(args)
-    try:
+    with instance_store(args) as (_, store):
         key = dkim_keys.describe(store, domain)
-    finally:
-        store.close()
     if key is None:
         raise UserError(f"no DKIM key for {domain} (make one with 'schoolsuite dkim generate {domain}')")
     print(key.zone_line)

@@ -10,23 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from schoolsuite.errors import UserError
-
-
-def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    from schoolsuite.instance import open_instance
-
-    return open_instance(args)
+from schoolsuite.instance import instance_store
 
 
 def _token_add(args: argparse.Namespace) -> int:
     from schoolsuite.services import audit
     from schoolsuite.services.admin_tokens import AdminTokens
 
-    _, store = _open(args)
-    try:
+    with instance_store(args) as (_, store):
         token = AdminTokens(store).add(args.label, audit.cli_actor())
-    finally:
-        store.close()
     print(token)
     print(f"admin token {args.label!r}: give it to the portal as 'Authorization: Bearer <token>'; "
           "it is shown only this once", file=sys.stderr)
@@ -36,12 +28,9 @@ def _token_add(args: argparse.Namespace) -> int:
 def _token_list(args: argparse.Namespace) -> int:
     from schoolsuite.services.admin_tokens import AdminTokens
 
-    _, store = _open(args)
-    try:
+    with instance_store(args) as (_, store):
         for info in AdminTokens(store).list():
             print(f"{info.label}\t{time.strftime('%Y-%m-%d %H:%M', time.gmtime(info.created))}")
-    finally:
-        store.close()
     return 0
 
 
@@ -49,11 +38,8 @@ def _token_del(args: argparse.Namespace) -> int:
     from schoolsuite.services import audit
     from schoolsuite.services.admin_tokens import AdminTokens
 
-    _, store = _open(args)
-    try:
+    with instance_store(args) as (_, store):
         AdminTokens(store).delete(args.label, audit.cli_actor())
-    finally:
-        store.close()
     print(f"revoked admin token {args.label!r}")
     return 0
 
@@ -61,32 +47,21 @@ def _token_del(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from schoolsuite.services import audit
 
-    _, store = _open(args)
-    try:
+    with instance_store(args) as (_, store):
         since = time.time() - args.days * 86400 if args.days else 0.0
         for entry in audit.entries(store, since, args.limit):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.time))
             print(f"{stamp}\t{entry.actor}\t{entry.action}\t{entry.target}\t{entry.detail}")
-    finally:
-        store.close()
     return 0
 
 
 def _dns_records(args: argparse.Namespace) -> int:
+    from schoolsuite.services import dkim_keys
     from schoolsuite.services.clientsetup import dns_records, mta_sts_policy
 
-    config, store = _open(args)
-    dkim = None
-    try:
-        try:
-            from schoolsuite.services import dkim_keys
-        except ImportError:
-            dkim_keys = None  # type: ignore[assignment]
-        if dkim_keys is not None:
-            key = dkim_keys.describe(store, config.instance.domain)
-            dkim = None if key is None else (key.record_name, key.record_text)
-    finally:
-        store.close()
+    with instance_store(args) as (config, store):
+        key = dkim_keys.describe(store, config.instance.domain)
+    dkim = None if key is None else (key.record_name, key.record_text)
     policy_id = hashlib.sha256(mta_sts_policy(config).encode()).hexdigest()[:20]
     print("\n".join(dns_records(config, dkim, policy_id)))
     return 0
@@ -95,11 +70,8 @@ def _dns_records(args: argparse.Namespace) -> int:
 def _backup(args: argparse.Namespace) -> int:
     from schoolsuite.services.backup import backup
 
-    _, store = _open(args)
-    try:
+    with instance_store(args) as (_, store):
         info = backup(store, Path(args.dest))
-    finally:
-        store.close()
     print(f"backup written to {info.path}: {info.size} bytes in {info.seconds:.1f} s, sha256 {info.sha256}")
     print("the master key is not in it: keep secrets/master.key safe and apart from the backups",
           file=sys.stderr)

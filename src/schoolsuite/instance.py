@@ -6,11 +6,13 @@ Layout (interfaces.md): ``DIR/schoolsuite.toml``, ``DIR/tls/{cert,key}.pem``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
 from argparse import Namespace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -153,4 +155,16 @@ def open_instance(args: Namespace | Any) -> tuple[Config, Store]:
     return config, open_store(config)
 
 
-__all__ = ["ConfigError", "InstanceError", "find_config", "init_instance", "open_instance", "open_store"]
+
+@contextlib.contextmanager
+def instance_store(args: Namespace | Any) -> Iterator[tuple[Config, "Store"]]:
+    """(config, store) of the instance for one CLI command; the store is closed afterwards."""
+    config, store = open_instance(args)
+    try:
+        yield config, store
+    finally:
+        store.close()
+
+
+__all__ = ["ConfigError", "InstanceError", "find_config", "init_instance", "instance_store", "open_instance",
+           "open_store"]
