@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from schoolsuite.instance import init_instance
+from schoolsuite.services.accounts import AccountService
+from schoolsuite.storage import Store
 from support import LISTENERS, Instance, Running, active_listeners, free_port, schoolsuite_cmd, start_server
 
 
@@ -15,6 +18,20 @@ from support import LISTENERS, Instance, Running, active_listeners, free_port, s
 def free_port_fixture() -> int:
     """A free TCP port on 127.0.0.1."""
     return free_port()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An empty sealed store under a fresh master key (areas may override it)."""
+    s = Store.open(tmp_path / "data", os.urandom(32), map_size=1 << 30)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def accounts(store: Store) -> AccountService:
+    """The account service over ``store``."""
+    return AccountService(store)
 
 
 @pytest.fixture

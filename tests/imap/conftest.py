@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,18 +13,6 @@ from schoolsuite.storage import Store
 from imap_helpers import InlineReactor, InlineWriter
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "data", os.urandom(32), map_size=1 << 30)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def accounts(store: Store) -> AccountService:
-    return AccountService(store)
 
 
 @pytest.fixture

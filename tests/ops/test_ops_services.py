@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,6 @@ class ImmediateReactor:
 
     def getThreadPool(self) -> Any:  # noqa: N802
         raise AssertionError("not used here")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "data", os.urandom(32), map_size=1 << 30)
-    yield s
-    s.close()
 
 
 @pytest.fixture

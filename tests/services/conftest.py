@@ -1,32 +1,15 @@
-"""Fixtures of the services tests: a store, an account service, a fake reactor."""
+"""Fixtures of the services tests: a fake reactor and an auth service (store and accounts: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import task
 
-from schoolsuite.services.accounts import AccountService
 from schoolsuite.services.auth import AuthService
 from schoolsuite.services.throttle import Throttle
 from schoolsuite.storage import Store
 
-from svc_helpers import PASSWORD, Verifications  # noqa: F401
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "data", os.urandom(32), map_size=1 << 30)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def accounts(store: Store) -> AccountService:
-    return AccountService(store)
+from svc_helpers import Verifications
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +22,6 @@ MESSAGE = b"From: alice@school.example\r\nTo: x@remote.example\r\nSubject: queue
 class InlineReactor(Clock):
     def callFromThread(self, fn, *args):  # type: ignore[no-untyped-def]  # noqa: N802
         fn(*args)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "data", os.urandom(32), map_size=1 << 30)
-    yield s
-    s.close()
 
 
 @pytest.fixture
