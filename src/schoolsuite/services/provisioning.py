@@ -68,6 +68,16 @@ class GroupSpec:
 Precondition = Callable[[Any], None] | None
 
 
+def _existing_group(txn: Any, group_id: bytes, precondition: Precondition) -> Any:
+    """The stored group (ProvisioningError "missing" if there is none), after its precondition."""
+    old = records.get_group(txn, group_id)
+    if old is None:
+        raise ProvisioningError("no such group", "missing")
+    if precondition is not None:
+        precondition(GroupInfo.of(old))
+    return old
+
+
 def _refused(exc: AccountError) -> ProvisioningError:
     return ProvisioningError(str(exc), "conflict" if isinstance(exc, AddressTaken) else "invalid")
 
@@ -192,11 +202,7 @@ class ProvisioningService:
     def replace_group(self, group_id: bytes, spec: GroupSpec, actor: str, action: str = "group.replace",
                       precondition: Precondition = None) -> GroupInfo:
         with self._store.write() as txn:
-            old = records.get_group(txn, group_id)
-            if old is None:
-                raise ProvisioningError("no such group", "missing")
-            if precondition is not None:
-                precondition(GroupInfo.of(old))
+            old = _existing_group(txn, group_id, precondition)
             info = self._put_group(txn, group_id, spec)
             added = len(set(info.members) - set(old.members))
             removed = len(set(old.members) - set(info.members))
@@ -206,11 +212,7 @@ class ProvisioningService:
 
     def delete_group(self, group_id: bytes, actor: str, precondition: Precondition = None) -> None:
         with self._store.write() as txn:
-            old = records.get_group(txn, group_id)
-            if old is None:
-                raise ProvisioningError("no such group", "missing")
-            if precondition is not None:
-                precondition(GroupInfo.of(old))
+            old = _existing_group(txn, group_id, precondition)
             self._groups.delete_in(txn, group_id)
             audit.record(txn, actor, "group.delete", old.address)
 
