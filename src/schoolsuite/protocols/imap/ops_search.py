@@ -46,10 +46,15 @@ def decode_words(value: str | None) -> str:
         return raw
 
 
-def sent_date(env: list[Any] | None) -> int | None:
+def _date_header(env: list[Any] | None) -> Any:
+    """The envelope's Date header parsed by RFC 5322 rules (a 10-tuple), or None."""
     if not env or not env[0]:
         return None
-    parsed = parsedate_tz(env[0])
+    return parsedate_tz(env[0])
+
+
+def sent_date(env: list[Any] | None) -> int | None:
+    parsed = _date_header(env)
     if parsed is None:
         return None
     try:
@@ -60,9 +65,7 @@ def sent_date(env: list[Any] | None) -> int | None:
 
 def header_date(env: list[Any] | None) -> datetime.date | None:
     """The calendar date written in the Date header (its own timezone)."""
-    if not env or not env[0]:
-        return None
-    parsed = parsedate_tz(env[0])
+    parsed = _date_header(env)
     if parsed is None:
         return None
     try:
