@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -36,11 +37,36 @@ def active_listeners() -> int:
     return sum(1 for name in LISTENERS if name in server.PROTOCOL_FACTORIES)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, never handed out before in this run.
+
+    Taken below the kernel's ephemeral range: a port from ``bind(0)`` can be
+    taken by some test's outgoing connection before the server binds it
+    ("Address already in use"); ports outside that range never are.
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(max(1024, high - 20000), high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def require_program(name: str) -> str:
