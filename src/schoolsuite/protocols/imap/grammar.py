@@ -27,7 +27,9 @@ class ParseError(Exception):
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0, 0x20)) | {0x7F}
 _ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
 _TAG_SPECIALS = _ASTRING_SPECIALS | {ord("+")}
-LITERAL_RE = re.compile(rb"\{(\d{1,20})([+-]?)\}\r?\n?$")
+# RFC 7888 §8: ``{n}`` or ``{n+}`` (LITERAL+ and LITERAL- share the "+" form; there is no ``{n-}``).
+LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n?$")
+_LITERAL_AT = re.compile(rb"\{(\d{1,20})\+?\}\r?\n")
 
 SeqSet = tuple[tuple[int | None, int | None], ...]  # None stands for "*"
 SAVED: SeqSet = ((0, 0),)  # "$", the saved search result (RFC 5182); 0 is no valid number
@@ -275,10 +277,10 @@ class Reader:
         return n
 
     def literal(self) -> bytes:
-        """RFC 3501 §4.3 ``{n}CRLF`` + n octets; RFC 7888 ``{n+}``/``{n-}``; RFC 3516 ``~{n}``."""
+        """RFC 3501 §4.3 ``{n}CRLF`` + n octets; RFC 7888 ``{n+}``; RFC 3516 ``~{n}``."""
         if self.peek() == b"~":
             self.pos += 1
-        m = re.compile(rb"\{(\d{1,20})[+-]?\}\r?\n").match(self.data, self.pos)
+        m = _LITERAL_AT.match(self.data, self.pos)
         if not m:
             raise self.error("expected a literal")
         n = int(m.group(1))

@@ -11,7 +11,7 @@ from .errors import Bad, No
 from .grammar import Enable, Id
 from .session import Session
 
-BASE = ("IMAP4rev1", "IMAP4rev2", "SASL-IR", "LITERAL+", "ID", "ENABLE", "IDLE")
+BASE = ("IMAP4rev1", "IMAP4rev2", "SASL-IR", "ID", "ENABLE", "IDLE")
 AFTER_LOGIN = ("NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE",
                "LIST-EXTENDED", "LIST-STATUS", "CONDSTORE", "QRESYNC", "ESEARCH", "SORT", "SORT=DISPLAY",
                "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "QUOTA", "QUOTA=RES-STORAGE", "BINARY",
@@ -20,7 +20,10 @@ ENABLEABLE = frozenset(("CONDSTORE", "QRESYNC", "UTF8=ACCEPT", "IMAP4REV2"))
 
 
 def capabilities(s: Session, *, starttls_offered: bool, compressed: bool = False) -> list[str]:
+    """What this session may use now. RFC 7888: LITERAL- before login (only small LOGIN/ID literals are
+    sent then; a larger non-synchronizing literal is refused), LITERAL+ after it; never both at once (§5)."""
     caps = list(BASE)
+    caps.insert(3, "LITERAL+" if s.authenticated else "LITERAL-")
     if not s.authenticated:
         if starttls_offered and not s.tls:
             caps += ["STARTTLS", "LOGINDISABLED"]  # RFC 3501 §6.2.3, §11.1

@@ -4,8 +4,10 @@ One command runs at a time: while its store operation is pending the
 protocol stops reading (``pauseProducing``) and queued input waits in the
 buffer. Lines are capped (``max_line``: BAD, the connection stays usable);
 literals are checked against the size policy before the ``+`` continuation
-(RFC 7888 §4: ``NO [TOOBIG]``). On STARTTLS everything buffered after the
-command is discarded (RFC 3501 §6.2.1, no plaintext injection into TLS).
+(RFC 7888 §4: ``NO [TOOBIG]``); before login only LITERAL- is in effect
+(RFC 7888 §5: a non-synchronizing literal over 4096 octets gets ``BAD [TOOBIG]``).
+On STARTTLS everything buffered after the command is discarded (RFC 3501
+§6.2.1, no plaintext injection into TLS).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ImapLimits:
     preauth_seconds: int = 60
 
 
+LITERAL_MINUS_MAX = 4096  # RFC 7888 §5: the largest non-synchronizing literal under LITERAL-
 CLOSE_GRACE_SECONDS = 2.0  # after BYE, a TLS connection still open this long is aborted
 IDLE_POLL_SECONDS = 30  # an IDLE session also checks the store this often (changes from other processes)
 
@@ -243,15 +246,27 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         first = b"".join(self._parts[:1]) or line
         if m is not None:
             size = int(m.group(1))
-            nonsync = m.group(2) in (b"+", b"-")  # RFC 7888 LITERAL+ / LITERAL-
+            nonsync = m.group(2) == b"+"  # RFC 7888 §3
             tag = first.split(b" ", 1)[0]
             is_append = b" APPEND " in first[:200].upper()
             limit = self.limits.max_message_size if is_append else self.limits.max_literal
-            if self._discard_command is not None or size > limit or \
-                    self._parts_size + size > self.limits.max_message_size + self.limits.max_literal:
+            refusal = None
+            if nonsync and size > LITERAL_MINUS_MAX and not self._literal_plus():
+                # RFC 7888 §5: under LITERAL- a larger {n+} is refused with BAD [TOOBIG], then §4:
+                # read and drop what is cheap to read, hang up on the rest.
+                refusal = tag + b" BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-)\r\n"
+                if size > self.limits.max_literal:
+                    self.send(self._discard_command[1] if self._discard_command is not None else refusal)
+                    self.send(b"* BYE Literal too large\r\n")
+                    self._drop()
+                    return
+            elif size > limit or self._parts_size + size > self.limits.max_message_size + self.limits.max_literal:
+                code = b"[TOOBIG] " if is_append else b"[LIMIT] "
+                refusal = tag + b" NO " + code + b"Literal too large\r\n"
+            if self._discard_command is not None or refusal is not None:
                 if self._discard_command is None:
-                    code = b"[TOOBIG] " if is_append else b"[LIMIT] "
-                    self._discard_command = (tag, tag + b" NO " + code + b"Literal too large\r\n")
+                    assert refusal is not None
+                    self._discard_command = (tag, refusal)
                 if nonsync:  # RFC 7888 §4: the client sends it anyway; read and drop it
                     self._literal = size
                     self._discard_literal = True
@@ -275,6 +290,10 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         raw = b"".join(self._parts)
         self._reset_command()
         self._command(raw)
+
+    def _literal_plus(self) -> bool:
+        """LITERAL+ is in effect (after login); before it only LITERAL- (see ops_auth.capabilities)."""
+        return self.session is not None and self.session.authenticated
 
     # -- commands ---------------------------------------------------------------
 
