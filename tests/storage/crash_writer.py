@@ -4,7 +4,10 @@
         In a loop, one write transaction per record: bump the change counter,
         store record FIRST_INDEX+n holding its index and the counter value
         (every 5th one spilled into chunks), then print "INDEX COUNTER" and
-        flush. A line is printed only after the commit returned.
+        flush. A line is printed only after the commit returned. Every other
+        write is ``durable=False``: a killed process loses none of those either
+        (the kernel still has them; only a power cut may undo the unsynced
+        last ones), and the mix must never corrupt the store.
 
     crash_writer.py content DATA_DIR MASTER_HEX ACCOUNT_HEX
         Stream content through a ContentWriter, print its id after the
@@ -42,7 +45,7 @@ def main() -> None:
     if mode == "records":
         index = int(sys.argv[5])
         while True:
-            with store.write() as txn:
+            with store.write(durable=index % 2 == 0) as txn:
                 user = txn.user(account)
                 counter = user.bump_change()
                 user.put(MAIL, record_key(index), record_value(index, counter))

@@ -1,42 +1,70 @@
 """Runs store write transactions off the reactor thread.
 
-LMDB allows one writer at a time and a commit waits for fsync, so writes go
+LMDB allows one writer at a time and a commit waits for the disk, so writes go
 to one dedicated thread: the reactor never blocks on a commit, and a caller's
-Deferred fires only after the transaction has committed durably (an SMTP 250,
-an IMAP APPEND OK or a DAV 201 follow from that).
+Deferred fires only after the transaction has committed (durably, unless the
+caller asked for ``store.write(durable=False)``; an SMTP 250, an IMAP APPEND OK
+or a DAV 201 follow from a durable one).
+
+A plain thread and a :class:`queue.SimpleQueue` rather than Twisted's thread
+pool: a flag change is a round trip through this thread, and the pool's
+context tracking and worker coordination doubled the cost of that hop
+(36-58 µs against 20 µs, measured on the 2-core test machine).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet import defer, threads
-from twisted.internet.interfaces import IReactorThreads
-from twisted.python.threadpool import ThreadPool
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.python.failure import Failure
 
 T = TypeVar("T")
+
+_STOP = None
 
 
 class StoreWriter:
     """A single writer thread; :meth:`run` returns a Deferred of the result."""
 
-    def __init__(self, reactor: IReactorThreads, name: str = "store-writer") -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str = "store-writer") -> None:
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
-        self._pool.start()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
         self._pending = 0
         self._closed = False
         self._drained: list[defer.Deferred[None]] = []
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
-        """Run ``fn(*args, **kwargs)`` on the writer thread."""
+        """Run ``fn(*args, **kwargs)`` on the writer thread (call from the reactor thread)."""
         if self._closed:
             return defer.fail(RuntimeError("the store is shutting down"))
         self._pending += 1
-        d = threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+        d: defer.Deferred[T] = defer.Deferred()
+        self._jobs.put((d, fn, args, kwargs))
         d.addBoth(self._done)
         return d
+
+    def _work(self) -> None:
+        call = self._reactor.callFromThread
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            d, fn, args, kwargs = job
+            job = None  # hold no reference while waiting for the next job
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                call(d.errback, Failure())
+            else:
+                call(d.callback, result)
+                result = None
 
     def _done(self, result: Any) -> Any:
         self._pending -= 1
@@ -51,9 +79,9 @@ class StoreWriter:
         return self._pending
 
     def abandon(self) -> None:
-        """Stop the thread now, without the reactor (a server that failed before it started)."""
+        """Stop the thread after the queued work, without the reactor (a server that failed before it started)."""
         self._closed = True
-        self._pool.stop()
+        self._jobs.put(_STOP)
 
     def shutdown(self) -> defer.Deferred[None]:
         """Refuse new work, wait for the queued transactions, stop the thread."""
@@ -63,5 +91,5 @@ class StoreWriter:
             d.callback(None)
         else:
             self._drained.append(d)
-        d.addCallback(lambda _: self._pool.stop())
+        d.addCallback(lambda _: self._jobs.put(_STOP))
         return d

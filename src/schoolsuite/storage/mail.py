@@ -486,6 +486,12 @@ def index_entries(user: UserView, mailbox_id: int, uids: Iterable[int]) -> dict[
         raw = user.get(SPACE_MAIL_INDEX, _page_key(mailbox_id, page))
         if raw is None:
             continue
+        if len(members) < 8:  # a few uids: binary search the packed page
+            for uid in members:
+                offset, found = _Pages._find(raw, uid)
+                if found:
+                    out[uid] = IndexEntry._make(_ENTRY.unpack_from(raw, offset))
+            continue
         want = set(members)
         for entry in _ENTRY.iter_unpack(raw):
             if entry[0] in want:
@@ -494,36 +500,69 @@ def index_entries(user: UserView, mailbox_id: int, uids: Iterable[int]) -> dict[
 
 
 class _Pages:
-    """Index pages being changed within one write; written back by :meth:`flush`."""
+    """Index pages being changed within one write; written back by :meth:`flush`.
+
+    A page stays packed (a bytearray of fixed-size entries sorted by uid) and is
+    patched in place: a flag change on one message costs one unpack and one
+    pack, not a decode and re-encode of 128 entries.
+    """
 
     def __init__(self, user: UserWrite, mailbox_id: int) -> None:
         self.user = user
         self.mailbox_id = mailbox_id
-        self.pages: dict[int, dict[int, list[int]]] = {}
+        self.pages: dict[int, bytearray] = {}
 
-    def page(self, uid: int) -> dict[int, list[int]]:
+    def page(self, uid: int) -> bytearray:
         number = uid >> PAGE_SHIFT
         page = self.pages.get(number)
         if page is None:
             raw = self.user.get(SPACE_MAIL_INDEX, _page_key(self.mailbox_id, number))
-            page = {} if raw is None else {e[0]: list(e) for e in _ENTRY.iter_unpack(raw)}
+            page = bytearray() if raw is None else bytearray(raw)
             self.pages[number] = page
         return page
 
+    @staticmethod
+    def _find(page: bytes | bytearray, uid: int) -> tuple[int, bool]:
+        """(byte offset of ``uid``'s entry or where it belongs, whether it is there)."""
+        size = _ENTRY.size
+        lo, hi = 0, len(page) // size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if _U32.unpack_from(page, mid * size)[0] < uid:
+                lo = mid + 1
+            else:
+                hi = mid
+        offset = lo * size
+        return offset, offset < len(page) and _U32.unpack_from(page, offset)[0] == uid
+
     def get(self, uid: int) -> list[int] | None:
-        return self.page(uid).get(uid)
+        """A copy of ``uid``'s entry (write changes back with :meth:`put`)."""
+        page = self.page(uid)
+        offset, found = self._find(page, uid)
+        return list(_ENTRY.unpack_from(page, offset)) if found else None
 
     def put(self, entry: list[int]) -> None:
-        self.page(entry[0])[entry[0]] = entry
+        page = self.page(entry[0])
+        offset, found = self._find(page, entry[0])
+        if found:
+            _ENTRY.pack_into(page, offset, *entry)
+        else:
+            page[offset:offset] = _ENTRY.pack(*entry)
 
     def remove(self, uid: int) -> list[int] | None:
-        return self.page(uid).pop(uid, None)
+        page = self.page(uid)
+        offset, found = self._find(page, uid)
+        if not found:
+            return None
+        entry = list(_ENTRY.unpack_from(page, offset))
+        del page[offset:offset + _ENTRY.size]
+        return entry
 
     def flush(self) -> None:
         for number, page in self.pages.items():
             key = _page_key(self.mailbox_id, number)
             if page:
-                self.user.put(SPACE_MAIL_INDEX, key, b"".join(_ENTRY.pack(*page[u]) for u in sorted(page)))
+                self.user.put(SPACE_MAIL_INDEX, key, bytes(page))
             else:
                 self.user.delete(SPACE_MAIL_INDEX, key)
         self.pages.clear()
@@ -647,6 +686,7 @@ def store_flags(user: UserWrite, mailbox: Mailbox, uids: Iterable[int], mode: st
         _log_change(user, mailbox.id, entry[2], modseq, uid, CHANGED)
         entry[1] = new
         entry[2] = modseq
+        pages.put(entry)
         _count_flags(mailbox, old, new)
         mailbox.highestmodseq = modseq
         changed.append(IndexEntry(*entry))

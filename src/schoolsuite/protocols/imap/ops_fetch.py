@@ -57,7 +57,7 @@ def do_fetch(s: Session, cmd: Fetch) -> Any:
         _render(s, cmd, uids, items, {e.uid for e in changed})
         return "FETCH completed" if not cmd.uid else "UID FETCH completed"
 
-    return s.write(run).addCallback(done)
+    return s.write(run, durable=False).addCallback(done)  # \Seen is a flag change (see Session.write)
 
 
 def _vanished(s: Session, cmd: Fetch, uids: list[int]) -> None:

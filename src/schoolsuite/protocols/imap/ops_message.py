@@ -58,7 +58,7 @@ def do_store(s: Session, cmd: Store) -> Any:
             return f"[MODIFIED {render.sequence_set(sorted(seqs)).decode()}] Conditional STORE failed"
         return "STORE completed"
 
-    return s.write(run).addCallbacks(done, _refused)
+    return s.write(run, durable=False).addCallbacks(done, _refused)
 
 
 def do_copy(s: Session, cmd: Copy) -> Any:

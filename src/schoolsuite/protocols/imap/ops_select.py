@@ -3,12 +3,13 @@ RFC 7162 §3.1.2 and §3.2.5 for CONDSTORE and QRESYNC)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ...storage import mail
 from . import render
 from .errors import Bad, No
-from .grammar import Select, UidExpunge
+from .grammar import Select, SeqSet, UidExpunge
 from .session import SelectedMailbox, Session
 from .uidlist import UidList
 
@@ -47,7 +48,7 @@ def do_select(s: Session, cmd: Select) -> Any:
             return box.uidnext
         return mail.claim_recent(user, current)
 
-    return s.write(claim).addCallback(lambda first: _opened(s, cmd, box, view, index, table, first))
+    return s.write(claim, durable=False).addCallback(lambda first: _opened(s, cmd, box, view, index, table, first))
 
 
 def _opened(s: Session, cmd: Select, box: mail.Mailbox, view: SelectedMailbox, index: mail.MailboxIndex,
@@ -79,17 +80,19 @@ def _opened(s: Session, cmd: Select, box: mail.Mailbox, view: SelectedMailbox, i
 
 
 def _qresync(s: Session, cmd: Select, view: SelectedMailbox, table: list[str]) -> None:
-    """RFC 7162 §3.2.5.1: VANISHED (EARLIER) and FETCH for what changed since the client's MODSEQ."""
+    """RFC 7162 §3.2.5.1: VANISHED (EARLIER) and FETCH for what changed since the client's MODSEQ; the
+    known UIDs and the sequence match data (§3.2.5.2) narrow the VANISHED set."""
     assert cmd.qresync is not None
-    uidvalidity, modseq, known, _ = cmd.qresync
+    uidvalidity, modseq, known, seqmatch = cmd.qresync
     if uidvalidity != view.uidvalidity:
         return
+    floor = _known_expunges_up_to(view, seqmatch) if seqmatch is not None else 0
     with s.read() as txn:
         user = s.user(txn)
         box = mail.get_mailbox(user, view.id)
         changes = mail.changes_since(user, view.id, modseq)
         changed = sorted({c.uid for c in changes if not c.expunged})
-        vanished = mail.vanished_since(user, box, modseq) if box is not None else []
+        vanished = mail.vanished_since(user, box, modseq, lo=floor + 1) if box is not None else []
         entries = mail.index_entries(user, view.id, changed)
     if known is not None:
         allowed = set()
@@ -105,6 +108,26 @@ def _qresync(s: Session, cmd: Select, view: SelectedMailbox, table: list[str]) -
         seq = view.seq_of(uid)
         if seq is not None and uid in entries:
             s.send(s.flags_response(seq, entries[uid], table, with_uid=True))
+
+
+def _known_expunges_up_to(view: SelectedMailbox, seqmatch: tuple[SeqSet, SeqSet]) -> int:
+    """RFC 7162 §3.2.5.2: the client's (message number, UID) pairs are compared with the mailbox in order;
+    while they match, the client knows of every expunge up to that UID, so VANISHED (EARLIER) starts above
+    the UID of the last matching pair before the first mismatch (0: nothing known)."""
+    seqs, uids = seqmatch
+    count = len(view.uids)
+    known = 0
+    for seq, uid in zip(_numbers(seqs), _numbers(uids)):
+        if seq > count or view.uids[seq - 1] != uid:
+            break
+        known = uid
+    return known
+
+
+def _numbers(sequence: SeqSet) -> Iterator[int]:
+    for a, b in sequence:
+        lo, hi = sorted((a or 0, b or 0))
+        yield from range(lo, hi + 1)
 
 
 def do_close(s: Session, cmd: Any) -> Any:

@@ -145,7 +145,7 @@ class Session:
                                    if u < last)
                 self.send(b"* %d RECENT\r\n" % len(view.recent))
 
-        return self.write(run).addCallback(claimed)
+        return self.write(run, durable=False).addCallback(claimed)
 
     @property
     def authenticated(self) -> bool:
@@ -193,13 +193,18 @@ class Session:
         assert self.account_id is not None
         return txn.user(self.account_id)
 
-    def write(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """Run ``fn(user, txn, *args)`` in a write transaction on the writer thread."""
+    def write(self, fn: Callable[..., Any], *args: Any, durable: bool = True) -> defer.Deferred[Any]:
+        """Run ``fn(user, txn, *args)`` in a write transaction on the writer thread.
+
+        ``durable=False`` for flag changes and \\Recent claims: on disk within
+        ``store.FLUSH_DELAY`` of the reply rather than before it, as Dovecot does
+        with flags (APPEND, COPY, MOVE, EXPUNGE and mailbox changes stay durable).
+        """
         store = self.services.store
         account_id = self.account_id
 
         def run() -> Any:
-            with store.write() as txn:
+            with store.write(durable=durable) as txn:
                 user: UserWrite = txn.user(account_id)
                 return fn(user, txn, *args)
 
