@@ -11,8 +11,8 @@ from typing import Any
 
 from .grammar import (
     Append, AppendMessage, Authenticate, Command, Compress, Copy, Enable, Fetch, FetchItem, Id, ListCommand,
-    Login, MailboxCommand, ParseError, Quota, Reader, Rename, Section, Select, Simple, Status, Store,
-    UidExpunge)
+    Login, MailboxCommand, ParseError, Quota, Reader, Rename, SAVED, Section, Select, SeqSet, Simple, Status,
+    Store, UidExpunge)
 
 _SIMPLE = frozenset(("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
                      "IDLE", "NAMESPACE"))
@@ -165,12 +165,25 @@ def _select(r: Reader, tag: str, name: str, uid: bool, utf8: bool) -> Command:
                         r.sp()
                         b = r.sequence_set()
                         r.expect(b")")
-                        seqmatch = (a, b)
+                        seqmatch = _seq_match(a, b)
                 r.expect(b")")
                 qresync = (uidvalidity, modseq, known, seqmatch)
             else:
                 raise ParseError("unknown SELECT parameter")
     return Select(tag, name, mailbox, condstore, qresync)
+
+
+def _seq_match(seqs: SeqSet, uids: SeqSet) -> tuple[SeqSet, SeqSet]:
+    """RFC 7162 §3.2.5.2 ``seq-match-data``: message numbers and their UIDs, pairwise (no ``*`` or ``$``)."""
+
+    def count(sequence: SeqSet) -> int:
+        if sequence == SAVED or any(a is None or b is None for a, b in sequence):
+            raise ParseError("sequence match data takes numbers only")
+        return sum(abs(b - a) + 1 for a, b in sequence)  # type: ignore[operator]
+
+    if count(seqs) != count(uids):
+        raise ParseError("sequence match data: as many UIDs as message numbers are needed")
+    return seqs, uids
 
 
 def _rename(r: Reader, tag: str, name: str, uid: bool, utf8: bool) -> Command:
