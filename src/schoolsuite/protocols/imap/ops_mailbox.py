@@ -61,6 +61,9 @@ def do_create(s: Session, cmd: MailboxCommand) -> Any:
 def do_delete(s: Session, cmd: MailboxCommand) -> Any:
     def run(user: Any, txn: Any) -> None:
         box = mail.find_mailbox(user, cmd.mailbox)
+        if box is not None and box.noselect and mail.children(user, box.name):
+            # RFC 3501 §6.3.4 and RFC 9051 §6.3.5: an error; RFC 9051 §7.1 gives it a response code.
+            raise No("Mailbox has children; delete them first", "HASCHILDREN")
         mail.delete_mailbox(user, cmd.mailbox)
         if box is not None:
             s.notify(txn, (box.id,))
@@ -137,6 +140,8 @@ def do_list(s: Session, cmd: ListCommand) -> Any:
     recursive = "RECURSIVEMATCH" in cmd.select_options
     if recursive and not (subscribed_only or special_only):
         raise Bad("RECURSIVEMATCH needs another selection option")
+    if s.rev2 and "RECENT" in cmd.status_items:
+        raise Bad("RECENT is not a STATUS item in IMAP4rev2")  # RFC 9051 §6.3.11 (as for STATUS)
     with s.read() as txn:
         user = s.user(txn)
         boxes = mail.list_mailboxes(user)
