@@ -26,23 +26,32 @@ def do_store(s: Session, cmd: Store) -> Any:
     if cmd.unchanged_since is not None:
         s.condstore = True
 
-    def run(user: Any, txn: Any) -> tuple[list[mail.IndexEntry], list[int], dict[int, mail.IndexEntry], list[str]]:
+    seen_modseq = view.modseq
+
+    def run(user: Any, txn: Any) -> tuple[list[mail.IndexEntry], list[int], dict[int, mail.IndexEntry], list[str], int]:
         box = mail.get_mailbox(user, view.id)
         if box is None:
-            return [], [], {}, []
+            return [], [], {}, [], 0
+        # Nothing else changed this mailbox since the session last looked: then the
+        # view is current up to our own changes and the refresh after this has nothing to read.
+        caught_up = box.highestmodseq if box.highestmodseq <= seen_modseq else 0
         mask = mail.flags_to_mask(user, cmd.flags, create=cmd.mode != "remove")
         changed, failed = mail.store_flags(user, box, uids, cmd.mode, mask, unchanged_since=cmd.unchanged_since)
         if changed:
             mail.save_mailbox(user, box)
             s.notify(txn, (box.id,))
+            if caught_up:
+                caught_up = box.highestmodseq
         entries = mail.index_entries(user, box.id, uids)
-        return changed, failed, entries, mail.keywords(user)
+        return changed, failed, entries, mail.keywords(user), caught_up
 
     def done(result: Any) -> str:
-        changed, failed, entries, table = result
+        changed, failed, entries, table, caught_up = result
+        if caught_up and view.modseq == seen_modseq:
+            view.modseq = caught_up  # our own changes are all there is to report
+        else:
+            view.own.update((entry.uid, entry.modseq) for entry in changed)
         changed_uids = {e.uid for e in changed}
-        for entry in changed:
-            view.own.add((entry.uid, entry.modseq))
         failed_set = set(failed)
         s.announce_keywords(table)
         for uid in uids:
