@@ -219,6 +219,13 @@ def put_file(user: UserWrite, parent: Entry, name: str, content: ContentInfo | N
 
     Returns (entry, created). The old content loses its reference.
     """
+    entry, old = replace_file(user, parent, name, content, content_type, modified)
+    return entry, old is None
+
+
+def replace_file(user: UserWrite, parent: Entry, name: str, content: ContentInfo | None,
+                 content_type: str = "", modified: float | None = None) -> tuple[Entry, Entry | None]:
+    """:func:`put_file`, returning (entry, the entry it replaced or None)."""
     name = normalize_name(name)
     now = time.time()
     old = child(user, parent, name)
@@ -235,7 +242,12 @@ def put_file(user: UserWrite, parent: Entry, name: str, content: ContentInfo | N
     _link(user, entry)
     _touch_parent(user, parent.id, now)
     user.bump_change()
-    return entry, old is None
+    return entry, old
+
+
+def exists(user: UserView, entry_id: bytes) -> bool:
+    """Whether the entry ``entry_id`` is still linked somewhere in the tree (nothing is decrypted)."""
+    return entry_id == ROOT_ID or user.exists(SPACE_FILE_NODE, entry_id)
 
 
 def set_modified(user: UserWrite, entry: Entry, modified: float) -> Entry:
@@ -369,6 +381,7 @@ def all_locks(user: UserView) -> Iterator[dict[str, object]]:
 __all__ = [
     "Conflict", "Entry", "NotFound", "ROOT_ID", "children", "content_of", "copy_entry", "delete_tree",
     "descendants", "get_prop", "get_props", "init_space", "lookup", "make_collection", "move", "put_file",
+    "replace_file", "exists",
     "remove_prop", "remove_props", "set_prop", "usage",
 ]
 

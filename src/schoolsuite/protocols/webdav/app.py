@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
@@ -38,7 +39,7 @@ from ...storage import NotFound
 from ..http.body import BodyPipe
 from . import locks, metrics
 from .gate import REALM, FilesContext
-from .paths import PathError, parse_destination, parse_request_path
+from .paths import FilesPath, PathError, parse_destination, parse_request_path
 from .props import StorePropertyManager
 from .provider import FileSpaceProvider
 
@@ -167,7 +168,9 @@ class FilesApp:
         self.store = store
         self.dav = build_wsgidav(store, block_size)
 
-    def __call__(self, ctx: FilesContext | None, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def __call__(self, ctx: FilesContext | None, environ: dict[str, Any], start_response: Any,
+                 parsed: tuple[bytes, FilesPath] | None = None) -> Iterable[bytes]:
+        """``parsed``: (raw path, FilesPath) as the gate parsed it, reused when the bytes are the same."""
         method = environ.get("REQUEST_METHOD", "")
         started = time.perf_counter()
         status_box = ["000"]
@@ -184,13 +187,14 @@ class FilesApp:
             locks.bind(None, None)
 
         try:
-            result = self._dispatch(ctx, environ, counting_start)
+            result = self._dispatch(ctx, environ, counting_start, parsed)
         except BaseException:
             finished()
             raise
         return _Closing(result, finished)
 
-    def _dispatch(self, ctx: FilesContext | None, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def _dispatch(self, ctx: FilesContext | None, environ: dict[str, Any], start_response: Any,
+                  parsed: tuple[bytes, FilesPath] | None = None) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "")
         if ctx is None:
             if method == "OPTIONS":
@@ -198,7 +202,7 @@ class FilesApp:
             return _plain(start_response, "401 Unauthorized", "authentication required")
         raw_uri = environ.get("REQUEST_URI", "").encode("latin-1")
         try:
-            path = parse_request_path(raw_uri)
+            path = parsed[1] if parsed is not None and parsed[0] == raw_uri else parse_request_path(raw_uri)
             if path.owner is not None and path.owner.lower() != ctx.address:
                 return _plain(start_response, "403 Forbidden", "this is not your file space")
             destination = environ.get("HTTP_DESTINATION")
@@ -316,8 +320,8 @@ class _Backpressure:
 class _Paced:
     """The response iterable, yielding only while the connection can take more."""
 
-    def __init__(self, inner: Iterable[bytes], pacer: _Backpressure, done: Any) -> None:
-        self._inner, self._pacer, self._done = inner, pacer, done
+    def __init__(self, inner: Iterable[bytes], pacer: _Backpressure) -> None:
+        self._inner, self._pacer = inner, pacer
 
     def __iter__(self) -> Iterator[bytes]:
         for block in self._inner:
@@ -326,11 +330,80 @@ class _Paced:
             yield block
 
     def close(self) -> None:
+        if hasattr(self._inner, "close"):
+            self._inner.close()
+
+
+class _FilesResponse(_WSGIResponse):
+    """Twisted's WSGI response, with the last block written and the request finished in one reactor call.
+
+    Twisted writes every block with ``blockingCallFromThread`` (the worker
+    waits for the reactor) and then finishes with another call: two extra
+    thread hops on the path of every small answer (a 201 to a PUT, a
+    multistatus). Here each block is held back until the next one is there;
+    the last one goes out together with the finish, and the worker does not
+    wait for it. ``on_done`` runs on the reactor first (it releases the
+    connection's producer before the next request on it registers its own).
+    """
+
+    def __init__(self, reactor: Any, threadpool: Any, application: Any, request: Any, on_done: Any) -> None:
+        super().__init__(reactor, threadpool, application, request)
+        self._held: bytes | None = None
+        self._on_done = on_done
+
+    def write(self, data: bytes) -> None:
+        """The WSGI ``write`` callable (and the way held blocks go out): blocks until the reactor wrote."""
+        self._send_held()
+        super().write(data)
+
+    def _send_held(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            super().write(held)
+
+    def run(self) -> None:
         try:
-            if hasattr(self._inner, "close"):
-                self._inner.close()
-        finally:
-            self._done()
+            app_iter = self.application(self.environ, self.startResponse)
+            try:
+                for elem in app_iter:
+                    if elem:
+                        self._send_held()
+                        self._held = elem
+                    if self._requestFinished:
+                        break
+            finally:
+                close = getattr(app_iter, "close", None)
+                if close is not None:
+                    close()
+        except BaseException:
+            self._held = None
+            failure = Failure()
+
+            def failed(started: bool) -> None:
+                self._on_done()
+                self._log.failure("WSGI application error", failure=failure)
+                if started:
+                    self.request.loseConnection()
+                elif not self._requestFinished:
+                    self.request.setResponseCode(500)
+                    self.request.finish()
+
+            self.reactor.callFromThread(failed, self.started)
+        else:
+            held, self._held = self._held, None
+
+            def finish(started: bool) -> None:
+                self._on_done()
+                if self._requestFinished:
+                    return
+                if not started:
+                    self._sendResponseHeaders()
+                if held:
+                    self.request.write(held)
+                self.request.finish()
+
+            self.reactor.callFromThread(finish, self.started)
+        self.started = True
 
 
 class FilesResource(WSGIResource):
@@ -380,34 +453,26 @@ class FilesResource(WSGIResource):
             request.setHeader(b"Retry-After", b"5")
             return b"the server is restarting\n"
         ctx = getattr(request, "body_context", {}).get("files")
+        parsed = getattr(request, "body_context", {}).get("files_path")
         app = self.files_app
         raw_uri = request.uri.decode("latin-1")
         pacer = _Backpressure()
         request.registerProducer(pacer, True)
-        reactor = self._reactor
         self._active[id(request)] = (request, pacer)
         request.notifyFinish().addBoth(lambda _: self._active.pop(id(request), None))
 
         def release() -> None:
+            # On the reactor, before the bridge's finish: the channel must be free of our producer
+            # when the next request on this connection registers its own. (The client may have
+            # gone already, having read the whole answer.)
             if request.channel is not None and request.producer is pacer:
                 request.unregisterProducer()
 
-        def unregister() -> None:
-            # Queued before the bridge's finish() (callFromThread is FIFO): the channel must be free
-            # of our producer when the next request on this connection registers its own. (The
-            # client may have gone already, having read the whole answer.)
-            reactor.callFromThread(release)
-
         def bound(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             environ["REQUEST_URI"] = raw_uri  # the path as sent, for paths.py
-            try:
-                result = app(ctx, environ, start_response)
-            except BaseException:
-                unregister()
-                raise
-            return _Paced(result, pacer, unregister)
+            return _Paced(app(ctx, environ, start_response, parsed), pacer)
 
         # Twisted's own WSGIResource.render, with the request's authenticated user bound in.
-        response = _WSGIResponse(self._reactor, self._threadpool, bound, request)
+        response = _FilesResponse(self._reactor, self._threadpool, bound, request, release)
         response.start()
         return server.NOT_DONE_YET

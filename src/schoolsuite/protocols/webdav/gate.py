@@ -31,6 +31,7 @@ from ...services.accounts import AccountError, normalize_address
 from ...services.auth import AuthFailed, Principal
 from ...storage import NotFound
 from ...storage import accounts as directory
+from ...storage import files
 from ...storage import quota as account_quota
 from ..http.body import Accept, Reject, RequestHead
 from .paths import PathError, parse_request_path
@@ -149,15 +150,17 @@ class FilesGate:
         key = self._cache.key(header)
         now = time.monotonic()
         cached = self._cache.get(key, now)
-        if cached is not None and self._still_active(cached.account_id):
-            return self._decide(head, path, cached)
         if cached is not None:
+            active, available = self._account_state(cached.account_id, head.method == b"PUT")
+            if active:
+                return self._decide(head, path, cached, available)
             self._cache.forget(cached.account_id)  # deleted or disabled (maybe by another process)
         d = self._services.auth.authenticate(creds[0], creds[1], head.client, "webdav")
 
         def ok(principal: Principal) -> Accept | Reject:
             self._cache.add(key, principal, time.monotonic())
-            return self._decide(head, path, principal)
+            available = self.available(principal.account_id) if head.method == b"PUT" else None
+            return self._decide(head, path, principal, available)
 
         def failed(failure: Any) -> Reject:
             if failure.check(AuthFailed):
@@ -168,7 +171,8 @@ class FilesGate:
         d.addCallbacks(ok, failed)
         return d
 
-    def _decide(self, head: RequestHead, path: Any, principal: Principal) -> Accept | Reject:
+    def _decide(self, head: RequestHead, path: Any, principal: Principal, available: int | None) -> Accept | Reject:
+        """``available``: the bytes the account may still store (None: no quota), for a PUT."""
         if path.owner is not None:
             try:
                 owner = normalize_address(path.owner)
@@ -176,20 +180,34 @@ class FilesGate:
                 owner = None
             if owner != principal.address:
                 return _reject(403, "this is not your file space")
-        context = {"files": FilesContext(principal.account_id, principal.address, principal.method)}
+        # The parsed path goes along, so that FilesApp need not parse the same bytes again.
+        context = {"files": FilesContext(principal.account_id, principal.address, principal.method),
+                   "files_path": (head.path, path)}
         if head.method != b"PUT":
             return Accept(max_body=MAX_XML_BODY, context=context)
         if head.length is not None and head.length > self._max_upload:
             return _reject(413, f"uploads are limited to {self._max_upload} bytes")
-        available = self.available(principal.account_id)
+        if available is not None and (head.length or 0) > available:
+            available += self._replaced_size(principal.account_id, path)  # a replaced file frees its bytes
         if available is not None and (available <= 0 or (head.length or 0) > available):
             return _reject(507, "your file space is full")  # RFC 4918 §9.7.1 / RFC 4331
         return Accept(max_body=self._max_upload, stream=True, context=context)
 
-    def _still_active(self, account_id: bytes) -> bool:
+    def _account_state(self, account_id: bytes, quota: bool) -> tuple[bool, int | None]:
+        """(still active, bytes available or None) of a cached principal's account, in one read."""
         with self._store.read() as txn:
             account = directory.get_account(txn, account_id)
-        return account is not None and account.active
+            if account is None or not account.active:
+                return False, None
+            if not quota or account.quota is None:
+                return True, None
+            return True, account.quota - account_quota.used_bytes(txn.user(account_id))
+
+    def _replaced_size(self, account_id: bytes, path: Any) -> int:
+        """Size of the file a PUT to ``path`` would replace (0 if none); looked up only near the quota."""
+        with self._store.read() as txn:
+            entry = files.lookup(txn.user(account_id), list(path.names)) if path.owner is not None else None
+        return entry.size if entry is not None and not entry.is_dir else 0
 
     def available(self, account_id: bytes) -> int | None:
         """Bytes the account may still store (None: no quota)."""

@@ -47,6 +47,24 @@ SMALL_UPLOAD = 256 * 1024
 SEAL_BATCH = 4 << 20
 
 
+#: environ key: the entries this request resolved, by path (names below the home), until it writes.
+LOOKUPS = "schoolsuite.lookups"
+
+
+def _walk(user: Any, names: tuple[str, ...], cache: dict[tuple[str, ...], Entry | None]) -> Entry | None:
+    """The entry at ``names``, remembering every prefix on the way (WsgiDAV resolves a path and its parent)."""
+    depth = len(names)
+    while depth > 0 and names[:depth] not in cache:
+        depth -= 1
+    entry = cache[names[:depth]] if names[:depth] in cache else files.root(user)
+    cache[names[:depth]] = entry
+    while depth < len(names) and entry is not None:
+        entry = files.child(user, entry, names[depth])
+        depth += 1
+        cache[names[:depth]] = entry
+    return entry if depth == len(names) else None
+
+
 def is_hidden(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in HIDDEN_PATTERNS)
 
@@ -76,19 +94,26 @@ class FileSpaceProvider(DAVProvider):
             return TopCollection(path or "/", environ)
         if parts[0] != ctx.address:
             return None
-        names = [files.normalize_name(n) for n in parts[1:]]
-        with self.store.read() as txn:
-            user = txn.user(ctx.account_id)
-            entry = files.lookup(user, names)
-            missing_space = entry is None and files.root(user) is None
-        if missing_space:
-            # An account made without the protocol modules loaded (e.g. an older CLI) gets its space now.
-            with self.store.write() as txn:
-                files.init_space(txn.user(ctx.account_id))
-            return self.get_resource_inst(path, environ)
+        names = tuple(files.normalize_name(n) for n in parts[1:])
+        cache = environ.setdefault(LOOKUPS, {})
+        if names in cache:
+            entry = cache[names]
+        else:
+            with self.store.read() as txn:
+                entry = _walk(txn.user(ctx.account_id), names, cache)
+            if entry is None and cache.get(()) is None:
+                # An account made without the protocol modules loaded (e.g. an older CLI) gets its space now.
+                with self.write(environ) as txn:
+                    files.init_space(txn.user(ctx.account_id))
+                return self.get_resource_inst(path, environ)
         if entry is None:
             return None
         return make_resource(path, entry, environ)
+
+    def write(self, environ: dict[str, Any]) -> Any:
+        """A write transaction for this request; what the request looked up before is forgotten."""
+        environ.pop(LOOKUPS, None)
+        return self.store.write()
 
     def quota(self, ctx: FilesContext) -> tuple[int, int | None]:
         """(bytes used, quota or None) of the account."""
@@ -164,7 +189,7 @@ class _Entry:
         return href(self)
 
     def _write(self) -> Any:
-        return self.provider.store.write()
+        return self.provider.write(self.environ)
 
     def get_creation_date(self) -> float:
         return self.entry.created
@@ -371,56 +396,77 @@ class File(_Entry, DAVNonCollection):
         return ContentReader(self.provider.store, ctx.account_id, self.entry, self.provider.block_size)
 
     def begin_write(self, *, content_type: str | None = None) -> "Upload":
-        ctx = self._ctx()
-        used, quota = self.provider.quota(ctx)
-        replaced = self.entry.size if self.entry else 0
-        room = None if quota is None else quota - used + replaced
-        self._upload = Upload(self, ctx, content_type or "", room)
+        self._upload = Upload(self, self._ctx(), content_type or "")
         return self._upload
 
     def end_write(self, *, with_errors: bool) -> None:
         if with_errors and self._upload is not None:
             self._upload.abort()
 
-    def publish(self, content: ContentInfo | None, content_type: str) -> None:
-        """Link the uploaded content as this file (the old content loses its reference)."""
-        ctx = self._ctx()
-        with self._write() as txn:
-            user = txn.user(ctx.account_id)
-            if self.entry is None:
-                parent, name = self._dest(user, self.path)
-            else:
-                current = self._current(user)
-                parent_entry = self._parent_of(user, current)
-                parent, name = parent_entry, current.name
-            old = files.child(user, parent, name)
-            if self._upload is not None and self._upload.writer is not None:
-                content = self._upload.writer.commit(txn)
-            entry, _ = files.put_file(user, parent, name, content, content_type)
-        metrics.STORED_BYTES.inc(entry.size - (old.size if old else 0))
-        self.entry = entry
+    def room(self) -> int | None:
+        """Bytes this upload may take (None: no quota): what is left, plus what it replaces."""
+        used, quota = self.provider.quota(self._ctx())
+        replaced = self.entry.size if self.entry else 0
+        return None if quota is None else quota - used + replaced
 
-    def _parent_of(self, user: Any, entry: Entry) -> Entry:
-        names = [files.normalize_name(n) for n in self.path.split("/")[2:-1] if n]
-        parent = files.lookup(user, names)
-        if parent is None or parent.id != entry.parent:
-            raise DAVError(HTTP_CONFLICT)
-        return parent
+    def publish(self, txn: Any, content: Any, size: int, content_type: str) -> None:
+        """Link the uploaded content as this file in ``txn`` (the old content loses its reference).
+
+        ``content``: a :class:`ContentWriter` to commit here, bytes to seal here, or None (empty).
+        Called with the request's only durable write: the content's last chunks, the entry,
+        the quota check (RFC 4331: 507 when over) and an ``X-OC-Mtime`` all go in one commit.
+        """
+        ctx = self._ctx()
+        user = txn.user(ctx.account_id)
+        if self.entry is None:
+            parent_id, name = self._parent.id, self._new_name  # type: ignore[union-attr]
+        else:
+            parent_id, name = self.entry.parent, self.entry.name
+        if not files.exists(user, parent_id):
+            raise DAVError(HTTP_CONFLICT)  # the collection went away meanwhile (RFC 4918 §9.7.1)
+        parent = Entry(parent_id, b"", "", True)
+        old = files.child(user, parent, name)
+        account = directory.get_account(txn, ctx.account_id)
+        if account is not None and account.quota is not None:
+            if account_quota.used_bytes(user) - (old.size if old else 0) + size > account.quota:
+                raise DAVError(HTTP_INSUFFICIENT_STORAGE)
+        if isinstance(content, ContentWriter):
+            info: ContentInfo | None = content.commit(txn)
+        else:
+            info = put_content(user, content) if content else None
+        entry, old = files.replace_file(user, parent, name, info, content_type, _client_mtime(self.environ))
+        self.entry = entry
+        delta = entry.size - (old.size if old else 0)
+        txn.after_commit(lambda: metrics.STORED_BYTES.inc(delta))
+
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        if not dry_run and self.entry is not None and self._upload is not None \
+                and _client_mtime(self.environ) == self.entry.modified:
+            return True  # X-OC-Mtime of this PUT: already stored with its content (no second commit)
+        return super().set_last_modified(dest_path, time_stamp, dry_run=dry_run)
+
+
+def _client_mtime(environ: dict[str, Any]) -> float | None:
+    """``X-OC-Mtime`` of a PUT (rclone, ownCloud clients): whole seconds, or None."""
+    value = environ.get("HTTP_X_OC_MTIME")
+    return float(int(value)) if value is not None and value.isdigit() else None
 
 
 class Upload:
     """The file object WsgiDAV writes a PUT body into.
 
-    Small bodies are sealed in the final transaction; larger ones stream
-    through a :class:`ContentWriter` (batches committed as they fill), so
-    memory stays bounded. Exceeding the quota mid-way raises 507.
+    Small bodies stay in memory and are sealed in the one final transaction.
+    Larger ones stream through a :class:`ContentWriter` (batches sealed and
+    stored as they fill, on a thread of their own), so memory stays bounded;
+    exceeding the quota mid-way raises 507. Either way the file appears in one
+    durable commit, after which WsgiDAV answers 201/204.
     """
 
-    def __init__(self, target: File, ctx: FilesContext, content_type: str, room: int | None) -> None:
+    def __init__(self, target: File, ctx: FilesContext, content_type: str) -> None:
         self.target = target
         self.ctx = ctx
         self.content_type = content_type
-        self.room = room
+        self.room: int | None = None
         self.size = 0
         self._small = bytearray()
         self.writer: ContentWriter | None = None
@@ -430,19 +476,24 @@ class Upload:
     def write(self, data: bytes) -> None:
         self.size += len(data)
         metrics.BYTES.labels("in").inc(len(data))
-        if self.room is not None and self.size > self.room:
-            self.abort()
-            raise DAVError(HTTP_INSUFFICIENT_STORAGE)
         self._small += data
         if self.writer is None:
             if len(self._small) <= SMALL_UPLOAD:
-                return
+                return  # the quota is checked in the final transaction
+            self.room = self.target.room()
+            self._check_room()
             self.writer = ContentWriter(self.target.provider.store, self.ctx.account_id, batch_bytes=SEAL_BATCH)
             self._sealer = _Sealer(self.writer)
+        self._check_room()
         if len(self._small) >= SEAL_BATCH:
             assert self._sealer is not None
             self._sealer.put(bytes(self._small))
             self._small = bytearray()
+
+    def _check_room(self) -> None:
+        if self.room is not None and self.size > self.room:
+            self.abort()
+            raise DAVError(HTTP_INSUFFICIENT_STORAGE)
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         for chunk in chunks:
@@ -459,33 +510,17 @@ class Upload:
                     self._sealer.put(bytes(self._small))
                     self._small = bytearray()
                 self._sealer.finish()
-                self.target.publish(None, self.content_type)
+                content: Any = self.writer
             else:
-                self._publish_small()
+                content, self._small = bytes(self._small), bytearray()
+            with self.target.provider.write(self.target.environ) as txn:
+                self.target.publish(txn, content, self.size, self.content_type)
         except StoreFullError:
             self.abort()
             raise DAVError(HTTP_INSUFFICIENT_STORAGE) from None
         except BaseException:
             self.abort()
             raise
-
-    def _publish_small(self) -> None:
-        data = bytes(self._small)
-        self._small = bytearray()
-        target = self.target
-        ctx = self.ctx
-        with target.provider.store.write() as txn:
-            user = txn.user(ctx.account_id)
-            if target.entry is None:
-                parent, name = target._dest(user, target.path)
-            else:
-                current = target._current(user)
-                parent, name = target._parent_of(user, current), current.name
-            old = files.child(user, parent, name)
-            content = put_content(user, data) if data else None
-            entry, _ = files.put_file(user, parent, name, content, self.content_type)
-        metrics.STORED_BYTES.inc(entry.size - (old.size if old else 0))
-        target.entry = entry
 
     def abort(self) -> None:
         self._closed = True
