@@ -20,6 +20,17 @@ class InlineWriter:
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         return defer.maybeDeferred(fn, *args, **kwargs)
 
+    def run_early(self, fn: Any) -> tuple[defer.Deferred[Any], defer.Deferred[None]]:
+        """StoreWriter.run_early, synchronously: (answer, settled), both fired."""
+        told: list[Any] = []
+        try:
+            fn(told.append)
+        except BaseException:
+            if not told:
+                return defer.fail(), defer.succeed(None)
+            return defer.succeed(told[0]), defer.fail()
+        return defer.succeed(told[0]), defer.succeed(None)
+
 
 def result_of(d: defer.Deferred) -> Any:  # type: ignore[type-arg]
     """The result of a fired Deferred (its exception raised)."""

@@ -11,20 +11,38 @@ from schoolsuite.storage import mail
 
 
 class HeldWriter:
-    """A StoreWriter stand-in that runs each job only when the test releases it."""
+    """A StoreWriter stand-in whose jobs run only when the test says: the answer, then the commit."""
 
     def __init__(self) -> None:
         self.held: list[tuple[defer.Deferred[Any], Any]] = []
+        self.committing: list[defer.Deferred[None]] = []
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = defer.Deferred()
         self.held.append((d, lambda: fn(*args, **kwargs)))
         return d
 
+    def run_early(self, fn: Any) -> tuple[defer.Deferred[Any], defer.Deferred[None]]:
+        answer: defer.Deferred[Any] = defer.Deferred()
+        settled: defer.Deferred[None] = defer.Deferred()
+
+        def job() -> None:
+            fn(answer.callback)  # the transaction commits at the end of fn, here at once
+            self.committing.append(settled)
+
+        self.held.append((defer.Deferred(), job))
+        return answer, settled
+
     def release(self) -> None:
+        """Run the held jobs up to their answers; their commits stay pending."""
         while self.held:
             d, job = self.held.pop(0)
             d.callback(job())
+
+    def commit(self) -> None:
+        """Let the pending commits report done."""
+        while self.committing:
+            self.committing.pop(0).callback(None)
 
 
 def _with_messages(services, alice, n):
@@ -48,6 +66,7 @@ def test_waiting_client_costs_no_pause(services, alice):
     assert c.transport.producerState == "producing"
     writer.release()
     assert b"A OK" in c.read()
+    writer.commit()
     assert c.transport.producerState == "producing"
 
 
@@ -62,6 +81,53 @@ def test_pipelined_input_waits_and_pauses_reading(services, alice):
     assert c.send(b"B FETCH 1 (FLAGS)\r\nC NOOP\r\n") == b""  # nothing runs before A is done
     assert c.transport.producerState == "paused"
     writer.release()
+    writer.commit()
     out = c.read().decode()
     assert out.index("A OK") < out.index("\\Flagged") < out.index("B OK") < out.index("C OK"), out
     assert c.transport.producerState == "producing"
+
+
+def test_flag_change_answered_before_commit_next_command_waits(services, alice):
+    """A STORE is answered once computed, but the connection's next command runs only after its commit."""
+    _with_messages(services, alice, 2)
+    c = Conn(services)
+    c.login()
+    c.cmd("S SELECT INBOX")
+    writer = services.writer = HeldWriter()
+    assert c.send(b"A STORE 1 +FLAGS.SILENT (\\Flagged)\r\n") == b""
+    writer.release()
+    assert c.read() == b"A OK STORE completed\r\n"  # answered; the commit is still pending
+    assert c.send(b"B FETCH 1 (FLAGS)\r\n") == b""  # waits for the commit
+    writer.commit()
+    out = c.read().decode()
+    assert "\\Flagged" in out and "B OK FETCH completed" in out, out
+
+
+def test_durable_writes_answer_only_after_commit(services, alice):
+    """APPEND is not answered before its write has run to the end (durable writes keep the old order)."""
+    c = Conn(services)
+    c.login()
+    writer = services.writer = HeldWriter()
+    body = message("durable")
+    assert c.send(b"A APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n") == b""
+    assert not writer.committing
+    writer.release()
+    assert b"A OK" in c.read()
+
+
+def test_other_sessions_wait_for_an_answered_flag_change(services, alice):
+    """Once a STORE is answered, another session of the account sees it: its command waits for the commit
+    (imaptest 'expunge' and 'store' groups check exactly this order)."""
+    _with_messages(services, alice, 2)
+    a, b = Conn(services), Conn(services)
+    for c in (a, b):
+        c.login()
+        c.cmd("S SELECT INBOX")
+    writer = services.writer = HeldWriter()
+    assert a.send(b"A STORE 1 +FLAGS.SILENT (\\Answered)\r\n") == b""
+    writer.release()
+    assert a.read() == b"A OK STORE completed\r\n"
+    assert b.send(b"B NOOP\r\n") == b""  # waits for A's commit
+    writer.commit()
+    out = b.read().decode()
+    assert "* 1 FETCH (FLAGS (\\Seen \\Answered" in out and out.endswith("B OK NOOP completed\r\n"), out

@@ -95,3 +95,57 @@ def test_session_registry_closes_an_accounts_sessions():
     remove()
     assert reg.count(b"a") == 1
     assert reg.close_all(b"a") == 1 and closed == ["a1"] and reg.count(b"b") == 1
+
+
+def test_run_early_answers_before_the_job_ends(store):
+    """run_early: the answer arrives while the job still runs; 'settled' only when it has returned."""
+    reactor = ThreadReactor()
+    writer = StoreWriter(reactor)
+    gate = threading.Event()
+
+    def job(tell):
+        with store.write(durable=False) as txn:
+            txn.meta_put(b"early", b"1")
+            tell("answer")
+            assert gate.wait(5)
+
+    answer, settled = writer.run_early(job)
+    got, done = [], []
+    answer.addBoth(got.append)
+    settled.addBoth(done.append)
+    reactor.drain(lambda: got)
+    assert got == ["answer"] and not done
+    gate.set()
+    reactor.drain(lambda: done)
+    assert done == [None]
+    with store.read() as txn:
+        assert txn.meta_get(b"early") == b"1"
+    finished = []
+    writer.shutdown().addBoth(finished.append)
+    reactor.drain(lambda: finished)
+
+
+def test_run_early_failures(store):
+    """A failure before the answer is the answer's; one after it (a failed commit) is 'settled''s."""
+    reactor = ThreadReactor()
+    writer = StoreWriter(reactor)
+    answer, settled = writer.run_early(lambda tell: 1 / 0)
+    got, done = [], []
+    answer.addBoth(got.append)
+    settled.addBoth(done.append)
+    reactor.drain(lambda: got and done)
+    assert got[0].check(ZeroDivisionError) and done == [None]
+
+    def late(tell):
+        tell("ok")
+        raise OSError("commit failed")
+
+    answer, settled = writer.run_early(late)
+    got, done = [], []
+    answer.addBoth(got.append)
+    settled.addBoth(done.append)
+    reactor.drain(lambda: got and done)
+    assert got == ["ok"] and done[0].check(OSError)
+    finished = []
+    writer.shutdown().addBoth(finished.append)
+    reactor.drain(lambda: finished)

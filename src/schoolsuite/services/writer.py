@@ -50,6 +50,37 @@ class StoreWriter:
         d.addBoth(self._done)
         return d
 
+    def run_early(self, fn: Callable[[Callable[[T], None]], None]) -> tuple[defer.Deferred[T], defer.Deferred[None]]:
+        """Run ``fn(tell)`` on the writer thread, for writes whose answer may precede their commit.
+
+        ``fn`` calls ``tell(result)`` once its transaction has computed the
+        answer and before it commits. Returns (answer, settled): ``answer``
+        fires with the result (or the failure raised before ``tell``);
+        ``settled`` fires once ``fn`` has returned, i.e. the commit is done
+        (with the failure if the commit failed after ``tell``).
+        """
+        if self._closed:
+            return defer.fail(RuntimeError("the store is shutting down")), defer.succeed(None)
+        answer: defer.Deferred[T] = defer.Deferred()
+        call = self._reactor.callFromThread
+        told = []
+
+        def tell(result: T) -> None:
+            told.append(True)
+            call(answer.callback, result)
+
+        def job() -> None:
+            try:
+                fn(tell)
+            except BaseException:
+                if not told:
+                    call(answer.errback, Failure())
+                    return
+                raise
+
+        settled = self.run(job)
+        return answer, settled
+
     def _work(self) -> None:
         call = self._reactor.callFromThread
         while True:

@@ -303,6 +303,12 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def _command(self, raw: bytes) -> None:
         s = self.session
         assert s is not None
+        unsettled = s.unsettled()
+        if unsettled is not None:
+            # A flag change of this account was answered before its commit: read it first.
+            self._busy = True
+            unsettled.addBoth(lambda _: self._after_settled(raw))
+            return
         try:
             cmd = parse_command(raw, utf8=s.utf8)
         except ParseError as exc:
@@ -373,6 +379,13 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def _sent_after_claim(self, reply: bytes) -> None:
         self._busy = False
         self.send(reply)
+        self._process()
+
+    def _after_settled(self, raw: bytes) -> None:
+        self._busy = False
+        if self._closed:
+            return
+        self._command(raw)
         self._process()
 
     def _refresh(self, cmd: Command) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from ...storage import UserView, UserWrite
 from ...storage import mail
@@ -22,6 +23,11 @@ from . import render
 from .errors import Bad, Bye
 from .grammar import SAVED, SeqSet
 from .uidlist import UidList
+
+log = Logger()
+
+#: account id -> its last flag change answered before its commit (see Session.write).
+_UNSETTLED: dict[bytes, defer.Deferred[None]] = {}
 
 
 @dataclass
@@ -196,19 +202,49 @@ class Session:
     def write(self, fn: Callable[..., Any], *args: Any, durable: bool = True) -> defer.Deferred[Any]:
         """Run ``fn(user, txn, *args)`` in a write transaction on the writer thread.
 
-        ``durable=False`` for flag changes and \\Recent claims: on disk within
-        ``store.FLUSH_DELAY`` of the reply rather than before it, as Dovecot does
-        with flags (APPEND, COPY, MOVE, EXPUNGE and mailbox changes stay durable).
+        Durable writes (APPEND, COPY, MOVE, EXPUNGE, mailbox changes) answer
+        after the transaction is on disk. ``durable=False`` is for flag changes
+        and \\Recent claims, which Dovecot does not sync either: the answer is
+        sent as soon as the transaction has computed it, while the commit runs;
+        no session of the account starts another command before that commit
+        (:meth:`unsettled`), so every session reads what was answered; the change
+        is on disk within ``store.FLUSH_DELAY``. A commit that fails after the
+        answer is logged.
         """
         store = self.services.store
         account_id = self.account_id
 
-        def run() -> Any:
-            with store.write(durable=durable) as txn:
-                user: UserWrite = txn.user(account_id)
-                return fn(user, txn, *args)
+        if durable:
+            def run() -> Any:
+                with store.write() as txn:
+                    user: UserWrite = txn.user(account_id)
+                    return fn(user, txn, *args)
 
-        return self.services.writer.run(run)
+            return self.services.writer.run(run)
+
+        def run_early(tell: Callable[[Any], None]) -> None:
+            with store.write(durable=False) as txn:
+                user: UserWrite = txn.user(account_id)
+                tell(fn(user, txn, *args))
+
+        answer, settled = self.services.writer.run_early(run_early)
+        settled.addErrback(lambda failure: log.failure("IMAP flag change answered but not committed", failure))
+        assert account_id is not None
+        _UNSETTLED[account_id] = settled
+
+        def settle(_: Any) -> None:
+            if _UNSETTLED.get(account_id) is settled:
+                del _UNSETTLED[account_id]
+
+        settled.addBoth(settle)
+        return answer
+
+    def unsettled(self) -> defer.Deferred[None] | None:
+        """The account's last early-answered write if it has not committed yet (the writer is FIFO)."""
+        if self.account_id is None:
+            return None
+        d = _UNSETTLED.get(self.account_id)
+        return d if d is not None and not d.called else None
 
     def notify(self, txn: Any, mailbox_ids: Iterable[int]) -> None:
         """Tell other sessions (after commit) that these mailboxes changed."""
