@@ -54,13 +54,22 @@ def _with_messages(services, alice, n):
         mail.save_mailbox(user, box)
 
 
+def _selected(services, alice, sessions=1):
+    """Two messages in INBOX, ``sessions`` connections with it selected, and a HeldWriter in place."""
+    _with_messages(services, alice, 2)
+    conns = []
+    for _ in range(sessions):
+        c = Conn(services)
+        c.login()
+        c.cmd("S SELECT INBOX")
+        conns.append(c)
+    services.writer = HeldWriter()
+    return services.writer, conns
+
+
 def test_waiting_client_costs_no_pause(services, alice):
     """A client that waits for each reply never gets its connection paused and resumed."""
-    _with_messages(services, alice, 2)
-    c = Conn(services)
-    c.login()
-    c.cmd("S SELECT INBOX")
-    writer = services.writer = HeldWriter()
+    writer, (c,) = _selected(services, alice)
     reply = c.send(b"A STORE 1 +FLAGS (\\Flagged)\r\n")
     assert reply == b"" and writer.held
     assert c.transport.producerState == "producing"
@@ -72,11 +81,7 @@ def test_waiting_client_costs_no_pause(services, alice):
 
 def test_pipelined_input_waits_and_pauses_reading(services, alice):
     """Commands pipelined behind a pending STORE run after it, in order, and reading pauses meanwhile."""
-    _with_messages(services, alice, 2)
-    c = Conn(services)
-    c.login()
-    c.cmd("S SELECT INBOX")
-    writer = services.writer = HeldWriter()
+    writer, (c,) = _selected(services, alice)
     assert c.send(b"A STORE 1 +FLAGS.SILENT (\\Flagged)\r\n") == b""
     assert c.send(b"B FETCH 1 (FLAGS)\r\nC NOOP\r\n") == b""  # nothing runs before A is done
     assert c.transport.producerState == "paused"
@@ -89,11 +94,7 @@ def test_pipelined_input_waits_and_pauses_reading(services, alice):
 
 def test_flag_change_answered_before_commit_next_command_waits(services, alice):
     """A STORE is answered once computed, but the connection's next command runs only after its commit."""
-    _with_messages(services, alice, 2)
-    c = Conn(services)
-    c.login()
-    c.cmd("S SELECT INBOX")
-    writer = services.writer = HeldWriter()
+    writer, (c,) = _selected(services, alice)
     assert c.send(b"A STORE 1 +FLAGS.SILENT (\\Flagged)\r\n") == b""
     writer.release()
     assert c.read() == b"A OK STORE completed\r\n"  # answered; the commit is still pending
@@ -118,12 +119,7 @@ def test_durable_writes_answer_only_after_commit(services, alice):
 def test_other_sessions_wait_for_an_answered_flag_change(services, alice):
     """Once a STORE is answered, another session of the account sees it: its command waits for the commit
     (imaptest 'expunge' and 'store' groups check exactly this order)."""
-    _with_messages(services, alice, 2)
-    a, b = Conn(services), Conn(services)
-    for c in (a, b):
-        c.login()
-        c.cmd("S SELECT INBOX")
-    writer = services.writer = HeldWriter()
+    writer, (a, b) = _selected(services, alice, sessions=2)
     assert a.send(b"A STORE 1 +FLAGS.SILENT (\\Answered)\r\n") == b""
     writer.release()
     assert a.read() == b"A OK STORE completed\r\n"
