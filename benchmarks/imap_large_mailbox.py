@@ -3,10 +3,12 @@
 
 Loads N messages with MULTIAPPEND, then times, over a plain loopback IMAP
 connection: SELECT, UID FETCH 1:* (FLAGS), the newest 50 headers, one UID STORE,
-FETCH CHANGEDSINCE, STATUS, another session's change seen by NOOP, SEARCH UNSEEN
-and a body search (which decrypts every message).
+FETCH CHANGEDSINCE, STATUS, another session's change seen by NOOP, SEARCH UNSEEN,
+a subject search (stored envelopes only), a body search (which decrypts every
+message), the same limited to the newest 1,000 UIDs, and how long another
+session's NOOP takes while a body search runs (the scan runs in a worker thread).
 
-    python benchmarks/imap_large_mailbox.py [--messages 100000]
+    python benchmarks/imap_large_mailbox.py [--messages 100000] [--searches-only]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,9 +33,27 @@ def timed(label: str, fn) -> None:  # type: ignore[no-untyped-def]
     print(f"{label:44s} {1000 * (time.perf_counter() - start):9.1f} ms", flush=True)
 
 
+def searches(port: int, c: Client, n: int) -> None:
+    timed("SEARCH UNSEEN", lambda: c.command("SEARCH UNSEEN"))
+    timed("UID SEARCH SUBJECT (envelopes only)", lambda: c.command("UID SEARCH SUBJECT xylophone"))
+    timed("UID SEARCH BODY (decrypts every message)", lambda: c.command("UID SEARCH BODY xylophone"))
+    timed("UID SEARCH UID newest 1000 BODY", lambda: c.command(f"UID SEARCH BODY xylophone UID {n - 999}:*"))
+    # Another session's NOOP while the body search runs: the scan must not hold up the reactor.
+    other = Client(port)
+    other.login()
+    other.command("SELECT INBOX")
+    scan = threading.Thread(target=lambda: c.command("UID SEARCH BODY xylophone"))
+    scan.start()
+    time.sleep(0.05)
+    timed("another session's NOOP during that body search", lambda: other.command("NOOP"))
+    scan.join()
+    other.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--searches-only", action="store_true", help="skip the SELECT/FETCH/STORE rows")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="imapbig-"))
     proc = None
@@ -46,6 +67,10 @@ def main() -> int:
         c = Client(port)
         c.login()
         timed("SELECT INBOX", lambda: c.command("SELECT INBOX"))
+        if args.searches_only:
+            searches(port, c, n)
+            c.close()
+            return 0
         timed("UID FETCH 1:* (FLAGS)", lambda: c.command("UID FETCH 1:* (FLAGS)"))
         timed("UID FETCH newest 50 (headers)", lambda: c.command(
             f"UID FETCH {n - 49}:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"))
@@ -60,8 +85,7 @@ def main() -> int:
         other.command(f"UID STORE {n // 3} +FLAGS (\\Flagged)")
         timed("NOOP that reports another session's STORE", lambda: c.command("NOOP"))
         other.close()
-        timed("SEARCH UNSEEN", lambda: c.command("SEARCH UNSEEN"))
-        timed("UID SEARCH BODY (decrypts every message)", lambda: c.command("UID SEARCH BODY xylophone"))
+        searches(port, c, n)
         c.close()
         return 0
     finally:

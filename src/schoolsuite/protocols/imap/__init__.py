@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import server
 from ...server import PROTOCOL_FACTORIES
+from . import ops_search
 from .protocol import IMAPFactory, ImapLimits
 
 
@@ -26,14 +28,23 @@ def limits_from_config(config: Any) -> ImapLimits:
     return limits
 
 
+def _scan_threads(ctx: Any) -> None:
+    """Large searches run in the server's scan pool, which is drained before the store closes."""
+    pool = ops_search.use_threads(ctx.services, ctx.reactor)
+    if pool.drain not in server.SHUTDOWN_DRAINS:
+        server.SHUTDOWN_DRAINS.append(pool.drain)
+
+
 def imap_factory(ctx: Any) -> IMAPFactory:
     """The 143-style listener: STARTTLS offered, LOGIN refused before it (``tls = "none"``: plain, no STARTTLS)."""
     tls = ctx.tls if ctx.listener.tls == "starttls" else None
+    _scan_threads(ctx)
     return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=tls, implicit_tls=False)
 
 
 def imaps_factory(ctx: Any) -> IMAPFactory:
     """The 993-style listener; the server wraps implicit TLS around it."""
+    _scan_threads(ctx)
     return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=True)
 
 

@@ -1,8 +1,14 @@
 """SEARCH, SORT, THREAD and ESEARCH (RFC 3501 §6.4.4, RFC 4731, RFC 5256, RFC 7162 §3.1.5).
 
 Flag, size, date, uid and MODSEQ keys are answered from the index pages
-alone; header keys open the stored structure and the header bytes; BODY
-and TEXT decrypt the message and search its decoded text parts.
+alone; FROM/TO/CC/BCC/SUBJECT and SENT* from the stored envelope (one record,
+no message bytes); HEADER, BODY and TEXT decrypt the message and search its
+text parts one by one, stopping at the first hit. Keys of an AND are tried
+cheapest first, and UID/sequence-number keys of the top-level AND limit which
+messages are looked at at all. There is no index of words ("nothing is
+analysed"): a body search reads every candidate message, so in a large
+mailbox the scan runs in a small thread pool (:func:`use_threads`) and the
+reactor keeps serving the other sessions meanwhile.
 """
 
 from __future__ import annotations
@@ -11,10 +17,14 @@ import base64
 import binascii
 import calendar
 import datetime
+import threading
 import time
+from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.utils import parsedate_tz
-from typing import Any
+from typing import Any, NamedTuple
+
+from twisted.internet import defer
 
 from ...storage import mail, mime
 from . import render
@@ -31,6 +41,13 @@ _FLAG_KEYS = {
 }
 _ADDRESS_INDEX = {"FROM": 2, "TO": 5, "CC": 6, "BCC": 7}
 _CHARSETS = frozenset(("UTF-8", "US-ASCII", "UTF8"))
+# Charsets in which an ASCII byte always stands for that ASCII character (so ASCII text can be searched as
+# bytes); stateful 7-bit ones such as ISO-2022-JP are not among them.
+_ASCII_SUPERSETS = frozenset(("", "us-ascii", "ascii", "utf-8", "utf8", "latin1", "latin-1"))
+_ASCII_SUPERSET_PREFIXES = ("iso-8859-", "windows-125", "cp125")
+# Keys by what they need: the index page only (0), the stored structure/envelope (1), the message bytes (2).
+_STRUCTURE_KEYS = frozenset(("FROM", "TO", "CC", "BCC", "SUBJECT", "SENTBEFORE", "SENTON", "SENTSINCE"))
+_CONTENT_KEYS = frozenset(("HEADER", "BODY", "TEXT"))
 
 
 def decode_words(value: str | None) -> str:
@@ -74,21 +91,37 @@ def header_date(env: list[Any] | None) -> datetime.date | None:
         return None
 
 
-class _Message:
-    """One message under evaluation; header and text are loaded only when a key needs them."""
+class _Needle(NamedTuple):
+    """A search string casefolded, and as ASCII bytes when it is ASCII (for the bytes fast path)."""
 
-    def __init__(self, user: Any, view: SelectedMailbox, i: int, index: mail.MailboxIndex) -> None:
+    text: str
+    ascii: bytes | None
+
+
+def _needle(raw: bytes) -> _Needle:
+    text = raw.decode("utf-8", "replace").casefold()
+    return _Needle(text, text.encode("ascii") if text.isascii() else None)
+
+
+class _Message:
+    """One message under evaluation; structure and bytes are loaded only when a key needs them."""
+
+    __slots__ = ("user", "view", "uid", "seq", "flags", "modseq", "date", "size", "_body", "_headers", "_parts",
+                 "env", "refs")
+
+    def __init__(self, user: Any, view: SelectedMailbox, seq: int, uid: int, flags: int, modseq: int, date: int,
+                 size: int) -> None:
         self.user = user
         self.view = view
-        self.uid = index.uids[i]
-        self.seq = i + 1
-        self.flags = index.flags[i]
-        self.modseq = index.modseqs[i]
-        self.date = index.dates[i]
-        self.size = index.sizes[i]
+        self.seq = seq
+        self.uid = uid
+        self.flags = flags
+        self.modseq = modseq
+        self.date = date
+        self.size = size
         self._body: _Body | None | bool = False
         self._headers: list[tuple[str, str]] | None = None
-        self._text: str | None = None
+        self._parts: dict[int, bytes] | None = None  # decoded text part bytes by offset (several BODY keys)
 
     @property
     def body(self) -> _Body | None:
@@ -96,6 +129,11 @@ class _Message:
             stored = mail.get_message(self.user, self.view.id, self.uid)
             self._body = None if stored is None else _Body(self.user, stored)
         return self._body  # type: ignore[return-value]
+
+    @property
+    def envelope(self) -> list[Any] | None:
+        body = self.body
+        return body.root.envelope if body is not None else None
 
     def headers(self) -> list[tuple[str, str]]:
         if self._headers is None:
@@ -110,8 +148,7 @@ class _Message:
 
     def addresses(self, index: int) -> str:
         """An address field as "name <mailbox@host>" lines, for FROM/TO/CC/BCC (parsed, comments gone)."""
-        body = self.body
-        env = body.root.envelope if body is not None else None
+        env = self.envelope
         if not env or not env[index]:
             return ""
         out = []
@@ -122,34 +159,61 @@ class _Message:
             out.append(f"{decode_words(name)} <{addr}>" if name else addr)
         return "\n".join(out).casefold()
 
-    def text(self) -> str:
-        if self._text is None:
-            body = self.body
-            self._text = "" if body is None else _decoded_text(body, body.root).casefold()
-        return self._text
+    def subject(self) -> str:
+        """RFC 3501 §6.4.4 SUBJECT: the envelope's subject field, encoded words decoded."""
+        env = self.envelope
+        return decode_words(env[1]).casefold() if env and env[1] else ""
+
+    def body_contains(self, needle: _Needle) -> bool:
+        """Whether a text part of the body contains ``needle``: part by part, stopping at the first hit."""
+        body = self.body
+        if body is None:
+            return False
+        for part in _text_parts(body.root):
+            if self._part_contains(body, part, needle):
+                return True
+        return False
+
+    def _part_contains(self, body: _Body, e: mime.Entity, needle: _Needle) -> bool:
+        if self._parts is None:
+            self._parts = {}
+        raw = self._parts.get(e.bstart)
+        if raw is None:
+            raw = self._parts[e.bstart] = _decoded_part(body, e)
+        charset = next((v for k, v in e.params if k == "charset"), "").lower()
+        if needle.ascii is not None and raw.isascii() and (
+                charset in _ASCII_SUPERSETS or charset.startswith(_ASCII_SUPERSET_PREFIXES)):
+            return needle.ascii in raw.lower()  # ASCII text: casefold is lower(), no decoding needed
+        try:
+            text = raw.decode(charset or "utf-8", "replace")
+        except LookupError:
+            text = raw.decode("utf-8", "replace")
+        return needle.text in text.casefold()
 
 
-def _decoded_text(body: _Body, e: mime.Entity) -> str:
+def _text_parts(e: mime.Entity) -> Iterator[mime.Entity]:
+    """The leaf entities whose text a BODY search looks at, in order (text/*, untyped, inside message/rfc822)."""
     if e.multipart:
-        return "\n".join(_decoded_text(body, p) for p in e.parts)
-    if e.message is not None:
-        return _decoded_text(body, e.message)
-    if e.type.lower() not in ("text", "message") and e.type.lower() != "":
-        return ""
+        for p in e.parts:
+            yield from _text_parts(p)
+    elif e.message is not None:
+        yield from _text_parts(e.message)
+    elif e.type.lower() in ("text", "message", ""):
+        yield e
+
+
+def _decoded_part(body: _Body, e: mime.Entity) -> bytes:
+    """A leaf's body with its Content-Transfer-Encoding undone (as given when that fails)."""
     raw = body.range(e.bstart, e.end)
     cte = (e.encoding or "").lower()
     try:
         if cte == "base64":
-            raw = base64.b64decode(b"".join(raw.split()))
-        elif cte == "quoted-printable":
-            raw = decode_qp(raw)
+            return base64.b64decode(b"".join(raw.split()))
+        if cte == "quoted-printable":
+            return decode_qp(raw)
     except (binascii.Error, ValueError):
         pass
-    charset = next((v for k, v in e.params if k == "charset"), "utf-8")
-    try:
-        return raw.decode(charset, "replace")
-    except LookupError:
-        return raw.decode("utf-8", "replace")
+    return raw
 
 
 def _date_of(seconds: int) -> datetime.date:
@@ -164,6 +228,7 @@ class Evaluator:
         self.count = count
         self.max_modseq = 0
         self.now = time.time()
+        self._needles: dict[bytes, _Needle] = {}
 
     def keyword_bit(self, flag: str) -> int | None:
         bit = mail._SYSTEM_BY_LOWER.get(flag.lower())
@@ -215,32 +280,78 @@ class Evaluator:
             age = self.now - m.date
             return age >= c[1] if key == "OLDER" else age <= c[1]
         if key in ("SENTBEFORE", "SENTON", "SENTSINCE"):
-            body = m.body
-            when = header_date(body.root.envelope) if body else None
+            when = header_date(m.envelope)
             return _compare(key[4:], when or _date_of(m.date), c[1])
         if key in ("FROM", "TO", "CC", "BCC"):
-            return _needle(c[1]) in m.addresses(_ADDRESS_INDEX[key])
+            return self.needle(c[1]).text in m.addresses(_ADDRESS_INDEX[key])
         if key == "SUBJECT":
-            return _header_has(m, "subject", c[1])
+            return self.needle(c[1]).text in m.subject()
         if key == "HEADER":
-            return _header_has(m, c[1].lower(), c[2])
+            name, needle = c[1].lower(), self.needle(c[2]).text
+            return any(n == name and needle in v for n, v in m.headers())
         if key == "BODY":
-            return _needle(c[1]) in m.text()
+            return m.body_contains(self.needle(c[1]))
         if key == "TEXT":
-            needle = _needle(c[1])
-            return any(needle in v for _, v in m.headers()) or needle in m.text()
+            needle = self.needle(c[1])
+            return any(needle.text in v for _, v in m.headers()) or m.body_contains(needle)
         if key == "SAVED":  # RFC 5182 "$"
             return m.uid in self.view.saved
         raise Bad("unsupported search key")
 
+    def needle(self, raw: bytes) -> _Needle:
+        found = self._needles.get(raw)
+        if found is None:
+            found = self._needles[raw] = _needle(raw)
+        return found
 
-def _needle(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace").casefold()
+
+def _cost(c: Any) -> int:
+    """What a criterion needs: the index page only (0), the stored structure (1), the message bytes (2)."""
+    key = c[0]
+    if key == "AND":
+        return max((_cost(x) for x in c[1]), default=0)
+    if key == "OR":
+        return max(_cost(c[1]), _cost(c[2]))
+    if key == "NOT":
+        return _cost(c[1])
+    return 2 if key in _CONTENT_KEYS else 1 if key in _STRUCTURE_KEYS else 0
 
 
-def _header_has(m: _Message, name: str, raw: bytes) -> bool:
-    needle = _needle(raw)
-    return any(n == name and needle in v for n, v in m.headers())
+def cheapest_first(c: Any) -> Any:
+    """The same criteria with every AND's keys in order of cost (AND is commutative; a message that fails a
+    flag or UID key is then never decrypted)."""
+    key = c[0]
+    if key == "AND":
+        if len(c[1]) == 1:
+            return cheapest_first(c[1][0])
+        return ("AND", sorted((cheapest_first(x) for x in c[1]), key=_cost))
+    if key == "OR":
+        return ("OR", cheapest_first(c[1]), cheapest_first(c[2]))
+    if key == "NOT":
+        return ("NOT", cheapest_first(c[1]))
+    return c
+
+
+def candidates(c: Any, view: SelectedMailbox) -> list[int] | None:
+    """Positions (0-based sequence numbers) the UID and sequence-number keys of the top-level AND (or the one
+    top-level key) allow, or None for all: the other messages are not looked at."""
+    allowed: set[int] | None = None
+    uids = view.uids
+    count = len(uids)
+    for key in c[1] if c[0] == "AND" else [c]:
+        if key[0] not in ("UID", "SEQ"):
+            continue
+        here: set[int] = set()
+        for a, b in key[1]:
+            if key[0] == "UID":
+                largest = uids[-1] if uids else 0
+                lo, hi = sorted((largest if a is None else a, largest if b is None else b))
+                here.update(range(uids.bisect_left(lo), uids.bisect_right(hi)))
+            else:
+                lo, hi = sorted((count if a is None else a, count if b is None else b))
+                here.update(range(max(lo, 1) - 1, min(hi, count)))
+        allowed = here if allowed is None else allowed & here
+    return None if allowed is None else sorted(allowed)
 
 
 def _within(n: int, a: int | None, b: int | None, star: int) -> bool:
@@ -259,34 +370,101 @@ def _compare(kind: str, day: datetime.date, ref: datetime.date) -> bool:
     return day >= ref
 
 
-def run_search(s: Session, cmd: Search) -> tuple[list[_Message], Evaluator]:
+# -- scans off the reactor thread -------------------------------------------------------
+
+SCAN_IN_THREAD_FROM = 2000  # a search that opens stored messages in a mailbox this large runs in a worker
+
+
+class ScanPool:
+    """Worker threads for searches that open many stored messages (one pool per server).
+
+    Each scan holds one read transaction (an LMDB snapshot, readable from any
+    thread); the GIL is handed back to the reactor every few milliseconds, so the
+    other sessions keep being served while a long body search runs. Two threads:
+    concurrent scans beyond that wait their turn instead of thrashing two cores.
+    """
+
+    def __init__(self, reactor: Any, threads: int = 2) -> None:
+        from twisted.python.threadpool import ThreadPool
+
+        self.reactor = reactor
+        self.stopping = threading.Event()  # set on shutdown: a running scan gives up at its next check
+        self.pool = ThreadPool(0, threads, name="imap-search")
+        self._drained: defer.Deferred[None] | None = None
+        reactor.callWhenRunning(self.pool.start)
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        from twisted.internet import threads
+
+        return threads.deferToThreadPool(self.reactor, self.pool, fn, *args)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Shutdown: running scans stop early; fires once no worker is left, so the store can close."""
+        if self._drained is None:
+            self.stopping.set()
+            done: defer.Deferred[None] = defer.Deferred()
+
+            def wait() -> None:
+                self.pool.stop()  # joins the workers
+                self.reactor.callFromThread(lambda: done.called or done.callback(None))
+
+            threading.Thread(target=wait, name="imap-search-drain", daemon=True).start()
+            self._drained = done
+        return self._drained
+
+
+_POOLS: dict[int, tuple[Any, ScanPool]] = {}  # id(services) → (services, its pool)
+
+
+def use_threads(services: Any, reactor: Any) -> ScanPool:
+    """The scan pool of the server whose services these are (made on first use)."""
+    entry = _POOLS.get(id(services))
+    if entry is None or entry[0] is not services:
+        entry = _POOLS[id(services)] = (services, ScanPool(reactor))
+    return entry[1]
+
+
+def _pool_of(s: Session) -> ScanPool | None:
+    entry = _POOLS.get(id(s.services))
+    return entry[1] if entry is not None and entry[0] is s.services else None
+
+
+def run_search(s: Session, cmd: Search, stopping: threading.Event | None = None
+               ) -> tuple[list[_Message], Evaluator]:
+    """The messages of the selected mailbox that match (in sequence order), in one read transaction.
+
+    Safe on a worker thread: while it runs the session executes no other command,
+    so the view it reads does not change."""
     view = s.require_selected()
     if cmd.charset is not None and cmd.charset not in _CHARSETS:
         raise No("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+    criteria = cheapest_first(cmd.criteria)
     with s.read() as txn:
         user = s.user(txn)
         index = mail.load_index(user, view.id)
         table = mail.keywords(user)
-        known = set(view.uids)
         ev = Evaluator(s, view, table, len(view.uids))
         out = []
-        positions = {u: i for i, u in enumerate(index.uids)}
-        for seq, uid in enumerate(view.uids, 1):
-            i = positions.get(uid)
-            if i is None or uid not in known:
+        view_uids = list(view.uids)
+        # The view is normally the index itself; after other sessions' changes not yet reported it is not.
+        at = None if view_uids == index.uids.tolist() else {u: i for i, u in enumerate(index.uids)}
+        uids, flags, modseqs, dates, sizes = index.uids, index.flags, index.modseqs, index.dates, index.sizes
+        positions = candidates(criteria, view)
+        match = ev.match
+        for n, p in enumerate(range(len(view_uids)) if positions is None else positions):
+            if not n & 1023 and stopping is not None and stopping.is_set():
+                raise No("Server shutting down", "UNAVAILABLE")
+            i = p if at is None else at.get(view_uids[p])
+            if i is None:
                 continue
-            m = _Message(user, view, i, index)
-            m.seq = seq
-            if ev.match(cmd.criteria, m):
+            m = _Message(user, view, p + 1, uids[i], flags[i], modseqs[i], dates[i], sizes[i])
+            if match(criteria, m):
                 out.append(m)
         if cmd.name in ("SORT", "THREAD"):
             for m in out:
-                _ = m.body  # the sort keys need the structure; load it inside the transaction
-                if m.body is not None:
-                    m.env = m.body.root.envelope  # type: ignore[attr-defined]
-                    m.refs = m.body.root.refs  # type: ignore[attr-defined]
-                else:
-                    m.env, m.refs = None, None  # type: ignore[attr-defined]
+                body = m.body  # the sort keys need the structure; load it inside the transaction
+                m.env = body.root.envelope if body is not None else None
+                m.refs = body.root.refs if body is not None else None
     return out, ev
 
 
@@ -296,7 +474,17 @@ def do_search(s: Session, cmd: Search) -> Any:
     with_modseq = any(c[0] == "MODSEQ" for c in _walk(cmd.criteria))
     if with_modseq:
         s.condstore = True
-    matches, ev = run_search(s, cmd)
+    view = s.require_selected()
+    pool = _pool_of(s)
+    if pool is not None and len(view.uids) >= SCAN_IN_THREAD_FROM and (
+            cmd.name != "SEARCH" or _cost(cmd.criteria) > 0):
+        return pool.run(run_search, s, cmd, pool.stopping).addCallback(
+            lambda found: _answer(s, cmd, with_modseq, found[0]))
+    return _answer(s, cmd, with_modseq, run_search(s, cmd)[0])
+
+
+def _answer(s: Session, cmd: Search, with_modseq: bool, matches: list[_Message]) -> str:
+    """SEARCH / ESEARCH / SORT / THREAD responses for the matching messages; the tagged OK's text."""
     numbers = [m.uid if cmd.uid else m.seq for m in matches]
     if cmd.name == "SORT":
         from .ops_thread import sort_messages
