@@ -135,3 +135,29 @@ def test_locks_roundtrip(store) -> None:  # type: ignore[no-untyped-def]
         assert [lock["token"] for lock in files.all_locks(u)] == ["opaquelocktoken:1"]
     with s.write() as txn:
         assert files.delete_lock(txn.user(aid), "opaquelocktoken:1")
+
+
+def test_content_writer_pieces_of_any_size(store) -> None:  # type: ignore[no-untyped-def]
+    """ContentWriter keeps pieces uncopied and cuts them into chunks right, whatever their sizes and type."""
+    from schoolsuite.storage.content import ContentWriter
+    from schoolsuite.storage.store import CHUNK_SIZE
+
+    s, aid = store
+    sizes = [1, CHUNK_SIZE - 1, CHUNK_SIZE + 1, 3 * CHUNK_SIZE, 17, 4 * CHUNK_SIZE, 5, CHUNK_SIZE - 22, 2 * CHUNK_SIZE]
+    writer = ContentWriter(s, aid, batch_bytes=2 * CHUNK_SIZE)
+    expected = bytearray()
+    for i, size in enumerate(sizes):
+        piece = os.urandom(size)
+        expected += piece
+        if i % 3 == 1:
+            mutable = bytearray(piece)
+            writer.write(mutable)  # type: ignore[arg-type]
+            mutable[:] = b"\0" * size  # the writer must not keep a reference to a buffer the caller reuses
+        else:
+            writer.write(piece)
+    with s.write() as txn:
+        info = writer.commit(txn)
+        files.put_file(txn.user(aid), files.root(txn.user(aid)), "pieces.bin", info)
+    assert info.size == len(expected) and info.chunks == -(-len(expected) // CHUNK_SIZE)
+    with s.read() as txn:
+        assert read_all(txn.user(aid), info.content_id) == bytes(expected)

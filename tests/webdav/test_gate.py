@@ -71,11 +71,18 @@ def test_tls_only(gate: FilesGate) -> None:
     assert isinstance(r, Reject) and r.status == 403
 
 
-def test_accepts_own_home_streams_put(gate: FilesGate) -> None:
-    """The owner's PUT is accepted as a stream with the upload limit; other methods get the XML limit."""
-    r = decide(gate, head(b"PUT", b"/files/ann@school.example/f", length=10))
+def test_accepts_own_home_streams_put(gate: FilesGate, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner's PUT is accepted with the upload limit, streamed unless small; other methods get the XML limit."""
+    from schoolsuite.protocols.webdav import gate as gate_module
+
+    monkeypatch.setattr(gate_module, "SMALL_PUT", 100)
+    r = decide(gate, head(b"PUT", b"/files/ann@school.example/f", length=1000))
     assert isinstance(r, Accept) and r.stream and r.max_body == 5000
     assert r.context["files"].address == "ann@school.example"
+    r = decide(gate, head(b"PUT", b"/files/ann@school.example/f", length=None))  # chunked: size unknown
+    assert isinstance(r, Accept) and r.stream
+    r = decide(gate, head(b"PUT", b"/files/ann@school.example/f", length=10))  # small: read whole first
+    assert isinstance(r, Accept) and not r.stream and r.max_body == 5000
     r = decide(gate, head(b"PROPPATCH", b"/files/ann@school.example/f", length=10))
     assert isinstance(r, Accept) and not r.stream
 

@@ -99,3 +99,43 @@ def test_sigterm_with_requests_in_flight(tmp_path: Path) -> None:
             assert list(txn.meta_scan(b"pending/")) == []  # the half upload was aborted, not left pending
     finally:
         store.close()
+
+
+def test_abandoned_upload_swept_at_start(tmp_path: Path) -> None:
+    """Pending content an upload left behind (a crash mid-upload) is removed when `serve` starts."""
+    import struct
+
+    from schoolsuite.config import load_config
+    from schoolsuite.instance import open_store
+    from schoolsuite.storage import accounts, content
+    from schoolsuite.storage.spaces import SPACE_CONTENT
+    from support import start_server
+
+    server, proc = start_files_server(tmp_path / "c")
+    stop(proc)
+    config = server.dir / "schoolsuite.toml"
+    store = open_store(load_config(config))
+    try:
+        with store.read() as txn:
+            alice = accounts.find_account_id(txn, "alice@school.example")
+        writer = content.ContentWriter(store, alice, batch_bytes=content.CHUNK_SIZE)
+        writer.write(b"q" * (3 * content.CHUNK_SIZE))  # batches committed, never published
+        with store.write() as txn:  # as if the upload's last batch came two hours ago
+            txn.meta_put(b"pending/" + alice + writer.content_id, struct.pack(">d", 0.0))
+        with store.read() as txn:
+            assert len(list(txn.meta_scan(b"pending/"))) == 1
+            assert txn.user(alice).get(SPACE_CONTENT, writer.content_id) is not None
+    finally:
+        store.close()
+    run = start_server(schoolsuite_cmd("serve", "-c", str(config)), expect=2, timeout=60)
+    try:
+        assert server.client().propfind("", "0").status == 207
+    finally:
+        run.stop()
+    store = open_store(load_config(config))
+    try:
+        with store.read() as txn:
+            assert list(txn.meta_scan(b"pending/")) == []
+            assert txn.user(alice).get(SPACE_CONTENT, writer.content_id) is None
+    finally:
+        store.close()

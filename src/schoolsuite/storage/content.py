@@ -129,21 +129,29 @@ def unref_content(user: UserWrite, content_id: bytes) -> int:
 class ContentWriter:
     """Streams content into the store over several transactions.
 
-    ``write`` buffers at most ``batch_bytes`` before sealing them in a
-    transaction of its own; :meth:`commit` writes the rest inside the caller's
-    transaction, so the content appears together with whatever refers to it.
+    ``write`` keeps what it is given (no copy) until ``batch_bytes`` are
+    there, then seals them in a transaction of its own; :meth:`commit` writes
+    the rest inside the caller's transaction, so the content appears together
+    with whatever refers to it.
+
+    Only that last transaction needs to be durable: the batches before it are
+    committed with ``durable=False`` (on disk within the store's flush delay,
+    and at the latest with the caller's durable commit). A crash may lose
+    some of them, but never the pending record before them (LMDB commits in
+    order), so whatever is left is removed by :func:`sweep_pending`.
     """
 
     def __init__(self, store: Store, account_id: bytes, *, batch_bytes: int = 8 * 1024 * 1024) -> None:
         self._store = store
         self._account_id = account_id
         self._batch = max(CHUNK_SIZE, batch_bytes - batch_bytes % CHUNK_SIZE)
-        self._buffer = bytearray()
+        self._pieces: list[bytes | memoryview] = []
+        self._buffered = 0
         self._chunks = 0
         self.size = 0
         self.content_id = os.urandom(BLOB_ID_SIZE)
         self._done = False
-        with store.write() as txn:
+        with store.write(durable=False) as txn:
             txn.user(account_id).put(SPACE_CONTENT, self.content_id, _META.pack(0, 0, 0, 0))
             txn.meta_put(self._pending_key, _U64.pack(time.time()))
 
@@ -152,16 +160,18 @@ class ContentWriter:
         return _PENDING + self._account_id + self.content_id
 
     def write(self, data: bytes) -> None:
-        """Add bytes; full batches are sealed and committed as they fill."""
+        """Add bytes (kept as given: do not change them afterwards); full batches are sealed as they fill."""
         if self._done:
             raise ValueError("content writer is closed")
-        self._buffer += data
+        if not data:
+            return
+        self._pieces.append(data if isinstance(data, bytes) else bytes(data))
+        self._buffered += len(data)
         self.size += len(data)
-        if len(self._buffer) >= self._batch:
-            full = len(self._buffer) - len(self._buffer) % CHUNK_SIZE
-            with self._store.write() as txn:
+        if self._buffered >= self._batch:
+            with self._store.write(durable=False) as txn:
                 self._check_pending(txn)
-                self._flush(txn.user(self._account_id), full)
+                self._flush(txn.user(self._account_id), final=False)
                 # Still in progress: keep sweep_pending off a long upload.
                 txn.meta_put(self._pending_key, _U64.pack(time.time()))
 
@@ -169,16 +179,40 @@ class ContentWriter:
         if txn.meta_get(self._pending_key) is None:
             raise NotFound("content was swept before it was committed")
 
-    def _flush(self, user: UserWrite, length: int) -> None:
-        data = bytes(self._buffer[:length])
-        self._chunks += user.write_blob_chunks(self.content_id, self._chunks, data)
-        del self._buffer[:length]
+    def _flush(self, user: UserWrite, *, final: bool) -> None:
+        """Seal the buffered bytes as chunks: whole chunks only (the rest waits), or everything if ``final``.
+
+        Pieces that start on a chunk boundary and hold whole chunks (a
+        streamed upload read in blocks of a multiple of CHUNK_SIZE) are sealed
+        as they are; only a piece straddling a boundary is copied.
+        """
+        pieces, self._pieces = self._pieces, []
+        head = b""  # the start of a chunk, shorter than CHUNK_SIZE
+        for piece in pieces:
+            view = memoryview(piece)
+            if head:
+                need = CHUNK_SIZE - len(head)
+                if len(view) < need:
+                    head += view
+                    continue
+                self._chunks += user.write_blob_chunks(self.content_id, self._chunks, head + view[:need])
+                view, head = view[need:], b""
+            whole = len(view) - len(view) % CHUNK_SIZE
+            if whole:
+                self._chunks += user.write_blob_chunks(self.content_id, self._chunks, view[:whole])  # type: ignore[arg-type]
+            if whole < len(view):
+                head = bytes(view[whole:])
+        if head and final:
+            self._chunks += user.write_blob_chunks(self.content_id, self._chunks, head)
+            head = b""
+        self._pieces = [head] if head else []
+        self._buffered = len(head)
 
     def commit(self, txn: WriteTxn) -> ContentInfo:
         """Write the remainder and publish the content (one reference) in ``txn``."""
         self._check_pending(txn)
         user = txn.user(self._account_id)
-        self._flush(user, len(self._buffer))
+        self._flush(user, final=True)
         user.put(SPACE_CONTENT, self.content_id, _META.pack(self.size, self._chunks, 1, 1))
         txn.meta_delete(self._pending_key)
         # Closed only once ``txn`` commits: if it aborts, abort() must still clean up.
@@ -193,8 +227,9 @@ class ContentWriter:
         if self._done:
             return
         self._done = True
-        self._buffer.clear()
-        with self._store.write() as txn:
+        self._pieces = []
+        self._buffered = 0
+        with self._store.write(durable=False) as txn:
             _drop_pending(txn, self._account_id, self.content_id)
 
 
@@ -218,7 +253,7 @@ def sweep_pending(store: Store, older_than: float = 3600.0) -> int:
             key[len(_PENDING) :] for key, value in txn.meta_scan(_PENDING) if _U64.unpack(value)[0] < cutoff
         ]
     for ident in stale:
-        with store.write() as txn:
+        with store.write(durable=False) as txn:
             _drop_pending(txn, ident[:16], ident[16:])
     return len(stale)
 

@@ -22,6 +22,11 @@ DEFAULT_MAX_UPLOAD = 10 << 30
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_THREADS = 16
 DEFAULT_AUTH_CACHE_SECONDS = 60.0
+#: An upload whose pending content got no batch for this long is abandoned (its client was cut
+#: off, or the server crashed mid-upload): :func:`storage.content.sweep_pending` removes it.
+PENDING_MAX_AGE = 3600.0
+#: How often abandoned uploads are looked for (and once at start-up).
+SWEEP_SECONDS = 900.0
 
 
 #: Every new account starts with an empty file space; services registers it
@@ -56,7 +61,37 @@ def build_files(ctx: Any) -> Any:
 
     # Drained on shutdown before the store closes (no request of ours left inside a transaction).
     server.SHUTDOWN_DRAINS.append(files_resource.drain)
+    server.SHUTDOWN_DRAINS.append(_sweep_abandoned_uploads(ctx.reactor, services))
     return files_resource
+
+
+def _sweep_abandoned_uploads(reactor: Any, services: Any) -> Any:
+    """Sweep abandoned uploads now and every SWEEP_SECONDS, on the store's writer; returns the stop function.
+
+    Their batches are committed without waiting for the disk (only the final
+    publish is durable), so a crash can leave some behind: they are found here.
+    """
+    from twisted.internet import task
+    from twisted.logger import Logger
+
+    from ...storage.content import sweep_pending
+
+    log = Logger(namespace="schoolsuite.webdav")
+
+    def sweep() -> None:
+        d = services.writer.run(sweep_pending, services.store, PENDING_MAX_AGE)
+        d.addCallback(lambda n: n and log.info("removed {n} abandoned uploads", n=n))
+        d.addErrback(lambda f: log.failure("sweeping abandoned uploads failed", f))
+
+    loop = task.LoopingCall(sweep)
+    loop.clock = reactor
+    reactor.callWhenRunning(loop.start, SWEEP_SECONDS, True)
+
+    def stop() -> None:
+        if loop.running:
+            loop.stop()
+
+    return stop
 
 
 def _register() -> None:

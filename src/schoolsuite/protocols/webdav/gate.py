@@ -11,8 +11,9 @@ Runs on the reactor when a request's headers are complete (see
 - 507 for a PUT that would exceed the account's quota (RFC 4918 §9.7.1,
   RFC 4331), or any PUT when the quota is used up.
 
-An accepted PUT streams its body into the provider (sealed chunks); every
-other accepted body is small XML and stays in memory.
+An accepted PUT streams its body into the provider (sealed chunks), unless
+its Content-Length says it is small (``SMALL_PUT``); every other accepted body
+is small XML and stays in memory.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ REALM = "schoolsuite files"
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 #: XML request bodies (PROPFIND, PROPPATCH, LOCK) are small.
 MAX_XML_BODY = 1 << 20
+#: A PUT body of at most this many bytes (by its Content-Length) is read whole before WsgiDAV
+#: starts, and sealed in the one transaction that publishes it; larger or chunked bodies stream.
+SMALL_PUT = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,9 @@ class FilesGate:
             available += self._replaced_size(principal.account_id, path)  # a replaced file frees its bytes
         if available is not None and (available <= 0 or (head.length or 0) > available):
             return _reject(507, "your file space is full")  # RFC 4918 §9.7.1 / RFC 4331
-        return Accept(max_body=self._max_upload, stream=True, context=context)
+        # A small body is read before the worker starts: no waiting on the network in a worker thread.
+        small = head.length is not None and head.length <= SMALL_PUT
+        return Accept(max_body=self._max_upload, stream=not small, context=context)
 
     def _account_state(self, account_id: bytes, quota: bool) -> tuple[bool, int | None]:
         """(still active, bytes available or None) of a cached principal's account, in one read."""
