@@ -127,3 +127,23 @@ def test_other_sessions_wait_for_an_answered_flag_change(services, alice):
     writer.commit()
     out = b.read().decode()
     assert "* 1 FETCH (FLAGS (\\Seen \\Answered" in out and out.endswith("B OK NOOP completed\r\n"), out
+
+
+def test_early_answer_never_reports_an_older_modseq(services, alice):
+    """A STORE answered before its commit sends no updates read from the older snapshot: MODSEQ of a
+    message never goes backwards (imaptest's stress mode checks this across sessions)."""
+    import re
+
+    writer, (a, b) = _selected(services, alice, sessions=2)
+    a.send(b"E ENABLE CONDSTORE\r\n")
+    b.send(b"B STORE 1 +FLAGS.SILENT (\\Answered)\r\n")
+    writer.release()
+    writer.commit()
+    b.read()
+    a.send(b"A STORE 1 +FLAGS (\\Flagged)\r\n")
+    writer.release()
+    answered = a.read().decode()
+    writer.commit()
+    later = a.send(b"N NOOP\r\n").decode()
+    modseqs = [int(m) for m in re.findall(r"\* 1 FETCH \(.*?MODSEQ \((\d+)\)", answered + later)]
+    assert modseqs and modseqs == sorted(modseqs), answered + later

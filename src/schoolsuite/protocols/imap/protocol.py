@@ -392,6 +392,10 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         s = self.session
         if s is None or s.selected is None:
             return True
+        if s.unsettled() is not None:
+            # Answered before its commit (a flag change): the store does not show it yet, so
+            # updates wait for the next command (RFC 3501 §7: untagged updates may come later).
+            return True
         uid = getattr(cmd, "uid", False)
         try:
             s.refresh(expunge=not (cmd.name in _NO_EXPUNGE and not uid))
