@@ -147,3 +147,23 @@ def test_early_answer_never_reports_an_older_modseq(services, alice):
     later = a.send(b"N NOOP\r\n").decode()
     modseqs = [int(m) for m in re.findall(r"\* 1 FETCH \(.*?MODSEQ \((\d+)\)", answered + later)]
     assert modseqs and modseqs == sorted(modseqs), answered + later
+
+
+def test_fetch_that_sets_seen_reports_it_before_the_commit(services, alice):
+    """FETCH BODY[] answered before its \\Seen commit still reports \\Seen and the new MODSEQ (RFC 3501 §6.4.5)."""
+    import re
+
+    with services.store.write() as txn:
+        user = txn.user(alice)
+        box = mail.find_mailbox(user, "INBOX")
+        mail.append(user, box, message("unread"))
+        mail.save_mailbox(user, box)
+    writer, (c,) = _selected(services, alice)
+    c.send(b"E ENABLE CONDSTORE\r\n")
+    before = int(re.search(r"MODSEQ \((\d+)\)", c.send(b"M FETCH 1 (MODSEQ)\r\n").decode()).group(1))
+    c.send(b"F FETCH 1 (FLAGS MODSEQ BODY[TEXT])\r\n")
+    writer.release()
+    out = c.read().decode()
+    assert not writer.held and writer.committing, "answered before the commit"
+    assert "\\Seen" in out and int(re.search(r"MODSEQ \((\d+)\)", out).group(1)) > before, out
+    writer.commit()

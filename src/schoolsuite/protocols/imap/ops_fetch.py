@@ -38,7 +38,7 @@ def do_fetch(s: Session, cmd: Fetch) -> Any:
     if cmd.vanished:
         _vanished(s, cmd, uids)
     if not sets_seen or not uids:
-        _render(s, cmd, uids, items, set())
+        _render(s, cmd, uids, items, {})
         return "FETCH completed" if not cmd.uid else "UID FETCH completed"
 
     def run(user: Any, txn: Any) -> list[mail.IndexEntry]:
@@ -54,7 +54,7 @@ def do_fetch(s: Session, cmd: Fetch) -> Any:
     def done(changed: list[mail.IndexEntry]) -> str:
         for entry in changed:
             view.own.add((entry.uid, entry.modseq))
-        _render(s, cmd, uids, items, {e.uid for e in changed})
+        _render(s, cmd, uids, items, {e.uid: e for e in changed})
         return "FETCH completed" if not cmd.uid else "UID FETCH completed"
 
     return s.write(run, durable=False).addCallback(done)  # \Seen is a flag change (see Session.write)
@@ -88,7 +88,10 @@ def section_label(name: str, sec: Section, *, with_partial: bool = True) -> byte
     return label.encode("latin-1")
 
 
-def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], seen_now: set[int]) -> None:
+def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem],
+            seen_now: dict[int, mail.IndexEntry]) -> None:
+    """FETCH responses; ``seen_now`` are the entries this command just set \\Seen on, as written
+    (the read snapshot may predate that write's commit: see Session.write)."""
     view = s.selected
     assert view is not None
     need_structure = any(i.name not in ("UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE") for i in items)
@@ -100,6 +103,7 @@ def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem], see
             changed = {c.uid for c in mail.changes_since(user, view.id, cmd.changed_since) if not c.expunged}
             uids = [u for u in uids if u in changed]
         entries = mail.index_entries(user, view.id, uids)
+        entries.update((u, e) for u, e in seen_now.items() if u in entries)
         table = mail.keywords(user)
         s.announce_keywords(table)
         out: list[bytes] = []
