@@ -185,3 +185,24 @@ def test_tombstones_pruned_and_vanished_superset(store, alice, monkeypatch):
         assert mail.vanished_since(user, box, start) == list(range(1, 25))  # superset path, exact here
         recent = mail.vanished_since(user, box, box.vanished_floor)
         assert recent == sorted(c.uid for c in log)
+
+
+def test_read_message_with_size_skips_the_content_record(store, alice, monkeypatch):
+    """Given its size, a one-chunk message is read from its chunk alone; larger ones and ranges as before."""
+    from schoolsuite.storage import content
+    from schoolsuite.storage.store import CHUNK_SIZE
+
+    small = message("small", "x" * 1000)
+    large = message("large", "y" * (CHUNK_SIZE + 5000))
+    with store.write() as txn:
+        user = txn.user(alice)
+        box = mail.find_mailbox(user, "INBOX")
+        uids = [mail.append(user, box, data) for data in (small, large)]
+        mail.save_mailbox(user, box)
+    with store.read() as txn:
+        user = txn.user(alice)
+        ids = [mail.get_message(user, box.id, uid).content_id for uid in uids]
+        assert mail.read_message(user, ids[1], size=len(large)) == large
+        assert mail.read_message(user, ids[0], 10, 50, size=len(small)) == small[10:50]
+        monkeypatch.setattr(content, "read_content", None)  # the content record path is not taken
+        assert mail.read_message(user, ids[0], size=len(small)) == small

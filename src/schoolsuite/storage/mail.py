@@ -594,8 +594,17 @@ def get_message(user: UserView, mailbox_id: int, uid: int) -> StoredMessage | No
     return StoredMessage(raw[:16], mime.Entity.from_bytes(raw[16:]))
 
 
-def read_message(user: UserView, content_id: bytes, start: int = 0, end: int | None = None) -> bytes:
-    """Bytes ``[start, end)`` of a message's content."""
+def read_message(user: UserView, content_id: bytes, start: int = 0, end: int | None = None, *,
+                 size: int | None = None) -> bytes:
+    """Bytes ``[start, end)`` of a message's content.
+
+    Given the message's ``size`` (index entry or structure), a whole message of
+    one chunk is read as that chunk alone, without opening its content record:
+    one sealed record instead of two, which counts when a search reads
+    thousands of messages.
+    """
+    if size is not None and 0 < size <= content.CHUNK_SIZE and start == 0 and (end is None or end >= size):
+        return user.blob_chunk(content_id, 0)[:size]
     return b"".join(content.read_content(user, content_id, start, end))
 
 

@@ -154,7 +154,7 @@ class _Body:
         if end <= start:
             return b""
         if self._all is None and self.root.end <= CHUNK_SIZE:
-            self._all = mail.read_message(self.user, self.stored.content_id)
+            self._all = mail.read_message(self.user, self.stored.content_id, size=self.root.end)
         if self._all is not None:
             return self._all[start:end]
         return mail.read_message(self.user, self.stored.content_id, start, end)
