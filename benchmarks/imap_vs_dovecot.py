@@ -418,8 +418,8 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--stores", type=int, default=1000)
     parser.add_argument("--dovecot-fsync", choices=("optimized", "always", "never"), default="optimized",
-                        help="Dovecot's mail_fsync (Debian's default: optimized; schoolsuite commits durably "
-                             "before every reply, like 'always')")
+                        help="Dovecot's mail_fsync (Debian's default: optimized, which like schoolsuite syncs "
+                             "new mail before answering but not flag changes; 'always' syncs those too)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * args.idle + 1000)), hard))
