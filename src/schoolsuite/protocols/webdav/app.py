@@ -12,6 +12,7 @@ path or traceback reaches the client.
 
 from __future__ import annotations
 
+import queue
 import secrets
 import threading
 import time
@@ -22,7 +23,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from twisted.web import server
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
 from wsgidav.dav_error import DAVError, get_http_status_string
@@ -406,12 +406,65 @@ class _FilesResponse(_WSGIResponse):
         self.started = True
 
 
+class _Workers:
+    """The worker threads of ``/files/``: started as needed up to ``threads``, fed from one queue.
+
+    Stands in for Twisted's ThreadPool (which WSGIResource only asks for
+    ``callInThread``): its hand-over from the reactor to a worker costs two to
+    three times as much, on the path of every request.
+    """
+
+    def __init__(self, threads: int, name: str = "webdav") -> None:
+        self._max = max(1, threads)
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def callInThread(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            # _idle: workers waiting, less the work queued for them (negative: work waits for a worker).
+            if self._idle <= 0 and len(self._threads) < self._max:
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+            self._idle -= 1
+        self._queue.put((fn, args, kwargs))
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            fn, args, kwargs = task
+            try:
+                fn(*args, **kwargs)
+            except BaseException:  # _FilesResponse.run reports its own failures; this is a last resort
+                log.failure("webdav worker failed")
+            with self._lock:
+                self._idle += 1
+
+    def stop(self) -> None:
+        """Refuse new work, let the queued work finish, join every worker."""
+        with self._lock:
+            self._stopped = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
+
+
 class FilesResource(WSGIResource):
-    """``/files/``: FilesApp in its own thread pool, with the body gate for the site."""
+    """``/files/``: FilesApp in its own worker threads, with the body gate for the site."""
 
     def __init__(self, reactor: Any, app: FilesApp, gate: Any, threads: int) -> None:
-        self._pool = ThreadPool(minthreads=1, maxthreads=threads, name="webdav")
-        self._pool.start()
+        self._pool = _Workers(threads)
         super().__init__(reactor, self._pool, app)
         self.files_app = app
         self.body_gate = gate
