@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -126,46 +127,69 @@ class _Client:
         return reply
 
 
-def test_long_body_search_does_not_hold_up_other_sessions(tmp_path):
-    """While one session scans a mailbox larger than SCAN_IN_THREAD_FROM, another session's NOOP is answered
-    before that scan ends (the scan runs in the server's scan pool, not on the reactor thread)."""
-    count = ops_search.SCAN_IN_THREAD_FROM + 6000
-    server = start(tmp_path)
+COUNT = ops_search.SCAN_IN_THREAD_FROM + 6000
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A real server whose INBOX holds COUNT messages, every 1000th (from the 8th) with "xylophone" in it."""
+    server = start(tmp_path_factory.mktemp("imap-big"))
     try:
         a = _Client(server.imaps_port)
         filler = " ".join(["lorem ipsum dolor sit amet"] * 60)
-        for first in range(0, count, 500):
+        for first in range(0, COUNT, 500):
             parts = []
-            for i in range(first, min(first + 500, count)):
+            for i in range(first, min(first + 500, COUNT)):
                 data = message(f"m{i}", f"{filler} {'xylophone' if i % 1000 == 7 else 'piano'}\r\n")
                 parts.append(b" {%d+}\r\n" % len(data) + data)
             a.sock.sendall(b"p APPEND INBOX" + b"".join(parts) + b"\r\n")
             assert a.until("p")[-1].startswith(b"p OK")
-        a.command("s", "SELECT INBOX")
-        b = _Client(server.imaps_port)
-        b.command("s", "SELECT INBOX")
-        searched: dict[str, object] = {}
-
-        def search() -> None:  # each reply's arrival is timed by its own reader
-            searched["sent"] = time.monotonic()
-            a.sock.sendall(b"q UID SEARCH TEXT xylophone\r\n")
-            searched["reply"] = a.until("q")
-            searched["at"] = time.monotonic()
-
-        reader = threading.Thread(target=search)
-        reader.start()
-        time.sleep(0.005)
-        noop_sent = time.monotonic()
-        b.sock.sendall(b"n NOOP\r\n")
-        assert b.until("n")[-1].startswith(b"n OK")
-        noop_done = time.monotonic()
-        reader.join(60)
-        reply, search_done = searched["reply"], searched["at"]
-        expected = " ".join(str(i + 1) for i in range(count) if i % 1000 == 7)
-        assert reply == [f"* SEARCH {expected}".encode(), b"q OK UID SEARCH completed"]
-        # On the reactor thread the NOOP would wait for the whole scan; in the pool it waits for the GIL only.
-        assert noop_done < search_done and noop_done - noop_sent < (search_done - searched["sent"]) / 3
-        for c in (a, b):
-            c.sock.close()
+        a.sock.close()
+        yield server
     finally:
         server.stop()
+
+
+def test_long_body_search_does_not_hold_up_other_sessions(big):
+    """While one session scans a mailbox larger than SCAN_IN_THREAD_FROM, another session's NOOP is answered
+    before that scan ends (the scan runs in the server's scan pool, not on the reactor thread)."""
+    a = _Client(big.imaps_port)
+    a.command("s", "SELECT INBOX")
+    b = _Client(big.imaps_port)
+    b.command("s", "SELECT INBOX")
+    searched: dict[str, object] = {}
+
+    def search() -> None:  # each reply's arrival is timed by its own reader
+        searched["sent"] = time.monotonic()
+        a.sock.sendall(b"q UID SEARCH TEXT xylophone\r\n")
+        searched["reply"] = a.until("q")
+        searched["at"] = time.monotonic()
+
+    reader = threading.Thread(target=search)
+    reader.start()
+    time.sleep(0.005)
+    noop_sent = time.monotonic()
+    b.sock.sendall(b"n NOOP\r\n")
+    assert b.until("n")[-1].startswith(b"n OK")
+    noop_done = time.monotonic()
+    reader.join(60)
+    reply, search_done = searched["reply"], searched["at"]
+    expected = " ".join(str(i + 1) for i in range(COUNT) if i % 1000 == 7)
+    assert reply == [f"* SEARCH {expected}".encode(), b"q OK UID SEARCH completed"]
+    # On the reactor thread the NOOP would wait for the whole scan; in the pool it waits for the GIL only.
+    assert noop_done < search_done and noop_done - noop_sent < (search_done - searched["sent"]) / 3
+    for c in (a, b):
+        c.sock.close()
+
+
+def test_shutdown_during_a_scan(big):
+    """SIGTERM while a scan runs: the scan stops with NO [UNAVAILABLE], the pool is joined, the store closed, exit 0
+    (runs last: it stops the module's server)."""
+    a = _Client(big.imaps_port)
+    a.command("s", "SELECT INBOX")
+    a.sock.sendall(b"q UID SEARCH TEXT xylophone\r\n")
+    time.sleep(0.02)
+    big.proc.send_signal(signal.SIGTERM)
+    assert a.until("q") == [b"q NO [UNAVAILABLE] Server shutting down"]
+    assert big.proc.wait(30) == 0
+    assert "store closed" in (big.instance.dir.parent / "serve.log").read_text()

@@ -373,6 +373,7 @@ def _compare(kind: str, day: datetime.date, ref: datetime.date) -> bool:
 # -- scans off the reactor thread -------------------------------------------------------
 
 SCAN_IN_THREAD_FROM = 2000  # a search that opens stored messages in a mailbox this large runs in a worker
+FLUSH_GRACE_SECONDS = 0.1  # on shutdown, after the workers are gone
 
 
 class ScanPool:
@@ -404,9 +405,15 @@ class ScanPool:
             self.stopping.set()
             done: defer.Deferred[None] = defer.Deferred()
 
+            def fire() -> None:
+                if not done.called:
+                    done.callback(None)
+
             def wait() -> None:
                 self.pool.stop()  # joins the workers
-                self.reactor.callFromThread(lambda: done.called or done.callback(None))
+                # A stopped scan's NO [UNAVAILABLE] is written by then; a moment more lets it leave (TLS) before
+                # the server closes the connections.
+                self.reactor.callFromThread(self.reactor.callLater, FLUSH_GRACE_SECONDS, fire)
 
             threading.Thread(target=wait, name="imap-search-drain", daemon=True).start()
             self._drained = done
