@@ -38,7 +38,7 @@ class ImmediateReactor:
 def services(store: Store) -> Iterator[Services]:
     svc = Services.build(Config(), store, ImmediateReactor())
     yield svc
-    svc.writer._pool.stop()
+    svc.writer.abandon()
 
 
 def test_rename_keeps_old_address_as_alias(store: Store) -> None:
