@@ -61,6 +61,13 @@ def test_flag_keys_are_tried_before_the_body(conn, delivery, alice, opened):
     assert opened["records"] == 2
 
 
+def test_or_tries_the_cheaper_side_first(conn, delivery, alice, opened):
+    """OR BODY x SUBJECT y: messages whose subject matches are not read; only the others are."""
+    _fill(conn, delivery, alice, 10)
+    assert conn.cmd('a SEARCH OR BODY xylophone SUBJECT "Subject 1"') == ["* SEARCH 2 4", "a OK SEARCH completed"]
+    assert opened["records"] == 10 and opened["bytes"] == 9
+
+
 def test_subject_comes_from_the_envelope(conn, delivery, alice, opened):
     """SUBJECT is answered from the stored envelope (RFC 3501 §6.4.4): no message bytes are read."""
     delivery.deliver(alice, message("=?utf-8?q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?="))

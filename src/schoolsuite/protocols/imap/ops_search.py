@@ -318,15 +318,16 @@ def _cost(c: Any) -> int:
 
 
 def cheapest_first(c: Any) -> Any:
-    """The same criteria with every AND's keys in order of cost (AND is commutative; a message that fails a
-    flag or UID key is then never decrypted)."""
+    """The same criteria with every AND's keys, and each OR's two sides, in order of cost: a message that fails
+    a flag or UID key is then never decrypted, one whose subject matches needs no body read."""
     key = c[0]
     if key == "AND":
         if len(c[1]) == 1:
             return cheapest_first(c[1][0])
         return ("AND", sorted((cheapest_first(x) for x in c[1]), key=_cost))
-    if key == "OR":
-        return ("OR", cheapest_first(c[1]), cheapest_first(c[2]))
+    if key == "OR":  # commutative too: the cheaper side first, the other only when it fails
+        a, b = cheapest_first(c[1]), cheapest_first(c[2])
+        return ("OR", b, a) if _cost(b) < _cost(a) else ("OR", a, b)
     if key == "NOT":
         return ("NOT", cheapest_first(c[1]))
     return c
