@@ -66,3 +66,42 @@ def test_small_chunked_put_over_quota(files_server: FilesServer) -> None:
     r = bob.propfind("", "0", b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-used-bytes/>'
                      b'</D:prop></D:propfind>')
     assert int(next(iter(prop_values(r, "{DAV:}quota-used-bytes").values()))) < 50_000
+
+
+def test_quick_put_answers_like_wsgidav(alice: Dav, unique: str) -> None:
+    """A small plain PUT (taken without WsgiDAV) gives 201 then 204 with the ETag and type a GET then shows."""
+    alice.mkcol(unique)
+    first = alice.put(f"{unique}/q.txt", b"one", **{"Content-Type": "text/x-quick"})
+    assert first.status == 201 and first.header("etag")
+    got = alice.get(f"{unique}/q.txt")
+    assert got.body == b"one" and got.header("etag") == first.header("etag")
+    assert got.header("content-type") == "text/x-quick"
+    second = alice.put(f"{unique}/q.txt", b"two")
+    assert second.status == 204 and second.header("etag") != first.header("etag")
+    assert alice.get(f"{unique}/q.txt").header("etag") == second.header("etag")
+    assert alice.get(f"{unique}/q.txt").header("content-type") == "text/x-quick"  # kept when not sent
+    assert alice.put(f"{unique}/empty.txt", b"").status == 201
+    assert alice.get(f"{unique}/empty.txt").body == b""
+
+
+def test_quick_put_leaves_the_hard_cases_to_wsgidav(alice: Dav, unique: str) -> None:
+    """Missing parent 409, a collection 405, preconditions 412, a lock 423 (and its token lets the PUT in)."""
+    from webdav_helpers import LOCK_BODY
+
+    alice.mkcol(unique)
+    assert alice.put(f"{unique}/no/such/dir.txt", b"x").status == 409
+    alice.mkcol(f"{unique}/sub")
+    assert alice.put(f"{unique}/sub", b"x").status == 405
+    etag = alice.put(f"{unique}/c.txt", b"v1").header("etag")
+    assert alice.put(f"{unique}/c.txt", b"v2", **{"If-Match": '"nope"'}).status == 412
+    assert alice.put(f"{unique}/c.txt", b"v2", **{"If-None-Match": "*"}).status == 412
+    assert alice.put(f"{unique}/c.txt", b"v2", **{"If-Match": etag}).status == 204
+    assert alice.put(f"{unique}/c.txt", b"v3", **{"Content-Range": "bytes 0-1/2"}).status == 400
+    token = alice.request("LOCK", f"{unique}/c.txt", LOCK_BODY, {"Timeout": "Second-60"}).header("lock-token")
+    try:
+        assert alice.put(f"{unique}/c.txt", b"locked out").status == 423
+        assert alice.put(f"{unique}/other.txt", b"not locked").status == 201  # a lock elsewhere: WsgiDAV's way
+        assert alice.put(f"{unique}/c.txt", b"with token", **{"If": f"({token})"}).status == 204
+    finally:
+        alice.request("UNLOCK", f"{unique}/c.txt", headers={"Lock-Token": token})
+    assert alice.get(f"{unique}/c.txt").body == b"with token"

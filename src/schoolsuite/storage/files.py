@@ -373,6 +373,11 @@ def delete_lock(user: UserWrite, token: str) -> bool:
     return user.delete(SPACE_FILE_LOCK, user.name_hash("lock", token))
 
 
+def has_locks(user: UserView) -> bool:
+    """Whether the account holds any lock (nothing is decrypted)."""
+    return next(iter(user.keys(SPACE_FILE_LOCK)), None) is not None
+
+
 def all_locks(user: UserView) -> Iterator[dict[str, object]]:
     for _, raw in user.scan(SPACE_FILE_LOCK):
         yield json.loads(raw)

@@ -12,6 +12,7 @@ path or traceback reaches the client.
 
 from __future__ import annotations
 
+import io
 import queue
 import secrets
 import threading
@@ -35,9 +36,9 @@ from wsgidav.util import get_rfc1123_time, parse_time_string
 from wsgidav.wsgidav_app import WsgiDAVApp
 from zope.interface import implementer
 
-from ...storage import NotFound
+from ...storage import NotFound, StoreFullError
 from ..http.body import BodyPipe
-from . import locks, metrics
+from . import locks, metrics, quickput
 from .gate import REALM, FilesContext
 from .paths import FilesPath, PathError, parse_destination, parse_request_path
 from .props import StorePropertyManager
@@ -507,6 +508,14 @@ class FilesResource(WSGIResource):
             return b"the server is restarting\n"
         ctx = getattr(request, "body_context", {}).get("files")
         parsed = getattr(request, "body_context", {}).get("files_path")
+        path = parsed[1] if parsed is not None and parsed[0] == request.uri else None
+        if isinstance(request.content, io.BytesIO) and quickput.eligible(request, ctx, path):
+            self._quick_put(request, ctx, path)  # type: ignore[arg-type]
+        else:
+            self._run_wsgi(request, ctx, parsed)
+        return server.NOT_DONE_YET
+
+    def _run_wsgi(self, request: server.Request, ctx: FilesContext | None, parsed: Any) -> None:
         app = self.files_app
         raw_uri = request.uri.decode("latin-1")
         pacer = _Backpressure()
@@ -528,4 +537,62 @@ class FilesResource(WSGIResource):
         # Twisted's own WSGIResource.render, with the request's authenticated user bound in.
         response = _FilesResponse(self._reactor, self._threadpool, bound, request, release)
         response.start()
-        return server.NOT_DONE_YET
+
+    def _quick_put(self, request: server.Request, ctx: FilesContext, path: FilesPath) -> None:
+        """A small plain PUT in one transaction on a worker, answered here (see quickput.py)."""
+        started = time.perf_counter()
+        body = request.content.read()
+        content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
+        mtime = request.getHeader(b"x-oc-mtime")
+        store, reactor = self.files_app.store, self._reactor
+
+        def work() -> None:
+            try:
+                entry, old = quickput.publish(store, ctx, path.names, body, content_type,
+                                              float(int(mtime)) if mtime else None)
+            except quickput.NotQuick:
+                reactor.callFromThread(fall_back)
+            except BaseException as e:
+                reactor.callFromThread(failed, e)
+            else:
+                reactor.callFromThread(answer, entry, old)
+
+        def fall_back() -> None:
+            request.content.seek(0)
+            if self.closing:
+                finish(503, "the server is restarting")
+            else:
+                self._run_wsgi(request, ctx, request.body_context.get("files_path"))
+
+        def answer(entry: Any, old: Any) -> None:
+            metrics.BYTES.labels("in").inc(len(body))
+            metrics.STORED_BYTES.inc(entry.size - (old.size if old else 0))
+            finish(204 if old is not None else 201, None, (b"ETag", f'"{entry.etag}"'.encode()))
+
+        def failed(error: BaseException) -> None:
+            if isinstance(error, StoreFullError):
+                finish(507, "the store is full")
+            elif isinstance(error, NotFound):
+                finish(404, "404 Not Found")  # the account went away meanwhile
+            else:
+                incident = _incident()
+                log.error("webdav fault {incident}: {error!r}", incident=incident, error=error)
+                finish(500, f"server error; incident {incident}")
+
+        def finish(code: int, text: str | None, *headers: tuple[bytes, bytes]) -> None:
+            metrics.REQUESTS.labels("PUT", str(code)).inc()
+            metrics.SECONDS.labels("PUT").observe(time.perf_counter() - started)
+            if request.finished or getattr(request, "_disconnected", False):
+                return
+            data = b"" if text is None else (text + "\n").encode()
+            request.setResponseCode(code)
+            if data:
+                request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Content-Length", str(len(data)).encode())
+            for name, value in headers:
+                request.setHeader(name, value)
+            if data:
+                request.write(data)
+            request.finish()
+
+        self._pool.callInThread(work)

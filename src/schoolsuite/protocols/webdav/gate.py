@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer
 from twisted.logger import Logger
 
 from ...services.accounts import AccountError, normalize_address

@@ -10,13 +10,17 @@ that leave the site or the owner's home. Names come out NFC-normalised
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 MOUNT = "/files"
 _FORBIDDEN_CHARS = ("/", "\\", "\x00")
-_HEX = set(b"0123456789abcdefABCDEF")
+#: A segment whose every "%" starts a two-digit hex escape.
+_ESCAPES = re.compile(rb"(?:[^%]|%[0-9A-Fa-f]{2})*")
+#: Characters no name may hold once decoded: slash, backslash, NUL, other controls, DEL.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f/\\\\]")
 
 
 class PathError(ValueError):
@@ -55,20 +59,11 @@ class FilesPath:
 
 def _pct_decode(segment: bytes) -> bytes:
     """RFC 3986 §2.1 percent-decoding that refuses malformed escapes."""
-    out = bytearray()
-    i = 0
-    while i < len(segment):
-        c = segment[i]
-        if c == 0x25:  # "%"
-            pair = segment[i + 1:i + 3]
-            if len(pair) != 2 or not all(b in _HEX for b in pair):
-                raise PathError(400, "malformed percent-encoding")
-            out.append(int(pair, 16))
-            i += 3
-        else:
-            out.append(c)
-            i += 1
-    return bytes(out)
+    if b"%" not in segment:
+        return segment
+    if not _ESCAPES.fullmatch(segment):
+        raise PathError(400, "malformed percent-encoding")
+    return unquote_to_bytes(segment)
 
 
 def segment_name(raw: bytes) -> str:
@@ -80,11 +75,13 @@ def segment_name(raw: bytes) -> str:
         name = decoded.decode("utf-8")
     except UnicodeDecodeError:
         raise PathError(400, "path is not UTF-8") from None
-    if any(ch in name for ch in _FORBIDDEN_CHARS):
-        raise PathError(400, "encoded slash, backslash or NUL in path")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+    bad = _FORBIDDEN.search(name)
+    if bad is not None:
+        if bad.group() in _FORBIDDEN_CHARS:
+            raise PathError(400, "encoded slash, backslash or NUL in path")
         raise PathError(400, "control character in path")
-    name = unicodedata.normalize("NFC", name)
+    if not name.isascii():
+        name = unicodedata.normalize("NFC", name)
     if name in (".", ".."):
         raise PathError(400, "dot segment in path")
     if len(name.encode()) > 255:
