@@ -59,6 +59,8 @@ def test_flag_keys_are_tried_before_the_body(conn, delivery, alice, opened):
     conn.cmd("f STORE 4,14 +FLAGS.SILENT (\\Flagged)")
     assert conn.cmd("a SEARCH BODY xylophone FLAGGED") == ["* SEARCH 4 14", "a OK SEARCH completed"]
     assert opened["records"] == 2
+    assert conn.cmd("b SEARCH OR FLAGGED 7") == ["* SEARCH 4 7 14", "b OK SEARCH completed"]
+    assert opened["records"] == 2  # index-only keys open no message record
 
 
 def test_or_tries_the_cheaper_side_first(conn, delivery, alice, opened):

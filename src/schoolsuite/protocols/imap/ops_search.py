@@ -459,15 +459,22 @@ def run_search(s: Session, cmd: Search, stopping: threading.Event | None = None
         uids, flags, modseqs, dates, sizes = index.uids, index.flags, index.modseqs, index.dates, index.sizes
         positions = candidates(criteria, view)
         match = ev.match
+        index_only = _cost(criteria) == 0
+        m = _Message(user, view, 0, 0, 0, 0, 0, 0)
         for n, p in enumerate(range(len(view_uids)) if positions is None else positions):
             if not n & 1023 and stopping is not None and stopping.is_set():
                 raise No("Server shutting down", "UNAVAILABLE")
             i = p if at is None else at.get(view_uids[p])
             if i is None:
                 continue
-            m = _Message(user, view, p + 1, uids[i], flags[i], modseqs[i], dates[i], sizes[i])
+            if index_only:  # one object reused until it matches: nothing but the index entry is looked at
+                m.seq, m.uid, m.flags = p + 1, uids[i], flags[i]
+                m.modseq, m.date, m.size = modseqs[i], dates[i], sizes[i]
+            else:
+                m = _Message(user, view, p + 1, uids[i], flags[i], modseqs[i], dates[i], sizes[i])
             if match(criteria, m):
                 out.append(m)
+                m = _Message(user, view, 0, 0, 0, 0, 0, 0)
         if cmd.name in ("SORT", "THREAD"):
             for m in out:
                 body = m.body  # the sort keys need the structure; load it inside the transaction
