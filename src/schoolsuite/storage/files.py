@@ -228,7 +228,9 @@ def replace_file(user: UserWrite, parent: Entry, name: str, content: ContentInfo
     """:func:`put_file`, returning (entry, the entry it replaced or None)."""
     name = normalize_name(name)
     now = time.time()
-    old = child(user, parent, name)
+    key = _link_key(user, parent.id, name)
+    raw = user.get(SPACE_FILE_ENTRY, key) if parent.is_dir else None
+    old = None if raw is None else Entry.from_bytes(raw)
     if old is not None and old.is_dir:
         raise Conflict("a collection has that name")
     size = content.size if content is not None else 0
@@ -239,7 +241,9 @@ def replace_file(user: UserWrite, parent: Entry, name: str, content: ContentInfo
     if old is not None and old.content_id is not None:
         unref_content(user, old.content_id)
     _add_usage(user, size - (old.size if old else 0))
-    _link(user, entry)
+    user.put(SPACE_FILE_ENTRY, key, entry.to_bytes())
+    if old is None:
+        user.put(SPACE_FILE_NODE, entry.id, key)  # a replaced file keeps its id and place
     _touch_parent(user, parent.id, now)
     user.bump_change()
     return entry, old

@@ -54,6 +54,7 @@ class FilesContext:
     account_id: bytes
     address: str
     method: str  # password or app-password
+    quota: int | None = None  # the account's quota as the gate read it (None: none)
 
 
 def _reject(status: int, text: str, *extra: tuple[bytes, bytes]) -> Reject:
@@ -154,16 +155,18 @@ class FilesGate:
         now = time.monotonic()
         cached = self._cache.get(key, now)
         if cached is not None:
-            active, available = self._account_state(cached.account_id, head.method == b"PUT")
+            active, quota, available = self._account_state(cached.account_id, head.method == b"PUT")
             if active:
-                return self._decide(head, path, cached, available)
+                return self._decide(head, path, cached, quota, available)
             self._cache.forget(cached.account_id)  # deleted or disabled (maybe by another process)
         d = self._services.auth.authenticate(creds[0], creds[1], head.client, "webdav")
 
         def ok(principal: Principal) -> Accept | Reject:
             self._cache.add(key, principal, time.monotonic())
-            available = self.available(principal.account_id) if head.method == b"PUT" else None
-            return self._decide(head, path, principal, available)
+            active, quota, available = self._account_state(principal.account_id, head.method == b"PUT")
+            if not active:
+                raise NotFound("account gone")
+            return self._decide(head, path, principal, quota, available)
 
         def failed(failure: Any) -> Reject:
             if failure.check(AuthFailed):
@@ -174,9 +177,10 @@ class FilesGate:
         d.addCallbacks(ok, failed)
         return d
 
-    def _decide(self, head: RequestHead, path: Any, principal: Principal, available: int | None) -> Accept | Reject:
+    def _decide(self, head: RequestHead, path: Any, principal: Principal, quota: int | None,
+                available: int | None) -> Accept | Reject:
         """``available``: the bytes the account may still store (None: no quota), for a PUT."""
-        if path.owner is not None:
+        if path.owner is not None and path.owner != principal.address:
             try:
                 owner = normalize_address(path.owner)
             except AccountError:
@@ -184,7 +188,7 @@ class FilesGate:
             if owner != principal.address:
                 return _reject(403, "this is not your file space")
         # The parsed path goes along, so that FilesApp need not parse the same bytes again.
-        context = {"files": FilesContext(principal.account_id, principal.address, principal.method),
+        context = {"files": FilesContext(principal.account_id, principal.address, principal.method, quota),
                    "files_path": (head.path, path)}
         if head.method != b"PUT":
             return Accept(max_body=MAX_XML_BODY, context=context)
@@ -198,28 +202,18 @@ class FilesGate:
         small = head.length is not None and head.length <= SMALL_PUT
         return Accept(max_body=self._max_upload, stream=not small, context=context)
 
-    def _account_state(self, account_id: bytes, quota: bool) -> tuple[bool, int | None]:
-        """(still active, bytes available or None) of a cached principal's account, in one read."""
+    def _account_state(self, account_id: bytes, usage: bool) -> tuple[bool, int | None, int | None]:
+        """(still active, quota, bytes available if ``usage``) of the principal's account, in one read."""
         with self._store.read() as txn:
             account = directory.get_account(txn, account_id)
             if account is None or not account.active:
-                return False, None
-            if not quota or account.quota is None:
-                return True, None
-            return True, account.quota - account_quota.used_bytes(txn.user(account_id))
+                return False, None, None
+            if not usage or account.quota is None:
+                return True, account.quota, None
+            return True, account.quota, account.quota - account_quota.used_bytes(txn.user(account_id))
 
     def _replaced_size(self, account_id: bytes, path: Any) -> int:
         """Size of the file a PUT to ``path`` would replace (0 if none); looked up only near the quota."""
         with self._store.read() as txn:
             entry = files.lookup(txn.user(account_id), list(path.names)) if path.owner is not None else None
         return entry.size if entry is not None and not entry.is_dir else 0
-
-    def available(self, account_id: bytes) -> int | None:
-        """Bytes the account may still store (None: no quota)."""
-        with self._store.read() as txn:
-            account = directory.get_account(txn, account_id)
-            if account is None:
-                raise NotFound("account gone")
-            if account.quota is None:
-                return None
-            return account.quota - account_quota.used_bytes(txn.user(account_id))

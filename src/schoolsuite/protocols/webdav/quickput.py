@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...storage import accounts as directory
 from ...storage import files
 from ...storage import quota as account_quota
 from ...storage.content import put_content
@@ -65,9 +64,8 @@ def publish(store: Any, ctx: FilesContext, names: tuple[str, ...], body: bytes, 
         old = files.child(user, parent, names[-1])
         if old is not None and old.is_dir:
             raise NotQuick("a collection at the path")
-        account = directory.get_account(txn, ctx.account_id)
-        if account is not None and account.quota is not None:
-            if account_quota.used_bytes(user) - (old.size if old else 0) + len(body) > account.quota:
-                raise NotQuick("over quota")
+        # RFC 4331: the quota as the gate read it from the account for this request.
+        if ctx.quota is not None and account_quota.used_bytes(user) - (old.size if old else 0) + len(body) > ctx.quota:
+            raise NotQuick("over quota")
         content = put_content(user, body) if body else None
         return files.replace_file(user, parent, names[-1], content, content_type, mtime)
