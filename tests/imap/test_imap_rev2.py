@@ -77,3 +77,20 @@ def test_forwarded_and_junk_keywords(conn, delivery, alice):
     assert reply[0].startswith("* FLAGS (") and "$Forwarded" in reply[0]
     assert "* 1 FETCH (FLAGS ($Forwarded $Junk $MDNSent))" in reply
     assert conn.cmd("b SEARCH KEYWORD $Junk") == ['* ESEARCH (TAG "b") ALL 1', "b OK SEARCH completed"]
+
+
+def test_unsolicited_fetch_carries_uid_under_rev2(services, conn, delivery, alice):
+    """Another session's flag change reaches a rev2 session as FETCH with UID (RFC 9051 §7.5.2); rev1 without it."""
+    delivery.deliver(alice, message("first"))
+    other = Conn(services)
+    other.login()
+    other.cmd("s SELECT INBOX")
+    _rev2(conn)
+    conn.cmd("s SELECT INBOX")
+    rev1 = Conn(services)
+    rev1.login()
+    rev1.cmd("s SELECT INBOX")
+    other.cmd("a STORE 1 +FLAGS.SILENT (\\Flagged)")
+    assert conn.cmd("n NOOP") == ["* 1 FETCH (FLAGS (\\Flagged) UID 1)", "n OK NOOP completed"]
+    first = rev1.cmd("n NOOP")[0]
+    assert first.startswith("* 1 FETCH (FLAGS (\\Flagged") and "UID" not in first

@@ -308,7 +308,7 @@ class Session:
             if seq is None:
                 continue
             entry = entries[uid]
-            self.send(self.flags_response(seq, entry, table, with_uid=self.condstore or self.qresync))
+            self.send(self.flags_response(seq, entry, table, with_uid=self.condstore or self.qresync or self.rev2))
         view.modseq = max(view.modseq, mailbox.highestmodseq)
 
     def flags_response(self, seq: int, entry: mail.IndexEntry, table: list[str], *, with_uid: bool) -> bytes:
