@@ -125,6 +125,7 @@ class BodyPipe:
         self._eof = False
         self._error: str | None = None
         self._paused = False
+        self._wanted: int | None = None  # bytes the waiting reader needs before it is woken (None: none waits)
         self.received = 0
 
     # -- reactor side -------------------------------------------------------
@@ -137,7 +138,8 @@ class BodyPipe:
             self._buffered += len(data)
             self.received += len(data)
             over = self._buffered > self._high
-            self._cond.notify_all()
+            if self._wanted is not None and self._buffered >= self._wanted:
+                self._cond.notify_all()  # not for every piece: the reader waits for a block's worth
         if over and not self._paused:
             self._paused = True
             self._pause()
@@ -177,7 +179,9 @@ class BodyPipe:
                 if self._eof or (enough is not None and self._buffered >= enough):
                     break
                 before = self.received
+                self._wanted = 1 if enough is None else enough  # (reading to the end: woken by finish)
                 self._cond.wait(self._idle)
+                self._wanted = None
                 if self.received == before and not self._eof and self._error is None:
                     # A client that stops sending must not hold a worker thread forever.
                     self._error = "request body timed out"
