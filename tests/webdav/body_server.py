@@ -33,6 +33,8 @@ class Echo(resource.Resource):
     isLeaf = True
 
     def render(self, request: server.Request) -> object:
+        # How many bytes the connection reads from its socket at a time (raised while a body streams).
+        request.setHeader(b"X-Read-Size", b"%d" % request.channel.transport.bufferSize)
         if isinstance(request.content, __import__("io").BytesIO) or not hasattr(request.content, "feed"):
             return digest(request)
         d = threads.deferToThread(digest, request)  # a streamed body is read off the reactor

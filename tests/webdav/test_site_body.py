@@ -152,6 +152,19 @@ def test_streamed_body_touches_no_disk(body_server) -> None:  # type: ignore[no-
     assert body == b"%d %s\n" % (len(data), hashlib.sha256(data).hexdigest().encode())
 
 
+def test_streamed_body_read_in_large_pieces(body_server) -> None:  # type: ignore[no-untyped-def]
+    """While a body streams the socket is read 256 KiB at a time; the next request is back to Twisted's 64 KiB."""
+    port, _, _ = body_server
+    data = body_of(500 * 1024)
+    s = connect(port)
+    s.sendall(head("PUT", "/gated/x", len(data), Authorization="Bearer good") + data)
+    status, headers, _ = read_response(s)
+    assert status == 200 and headers["x-read-size"] == str(256 * 1024)
+    s.sendall(head("PUT", "/plain/x", 10, Connection="close") + b"0123456789")
+    status, headers, _ = read_response(s)
+    assert status == 200 and headers["x-read-size"] == str(64 * 1024)
+
+
 def test_chunked_streamed_body(body_server) -> None:  # type: ignore[no-untyped-def]
     """A chunked body (macOS Finder uploads this way) streams through the gate intact."""
     port, _, _ = body_server

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.abstract import FileDescriptor
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
@@ -54,6 +55,7 @@ class BodyLimits:
     linger_seconds: float = 2.0  # discard time after an early answer
     linger_bytes: int = 16 << 20  # ... or this many discarded bytes
     stream_high_water: int = 4 << 20  # pause the client above this many buffered bytes
+    stream_read_size: int = 256 << 10  # socket reads while a body streams (Twisted's default: 64 KiB)
     body_idle_seconds: float = 120.0  # a streamed body that stalls this long is cut off
     spool_dir: str | None = None  # None: the system temp dir
 
@@ -314,6 +316,7 @@ class BodyControl:
             assert self.pipe is not None
             self.pipe.finish()
             self.state = _DONE
+            self._socket_reads(None)
             return False  # already being processed
         if self.state == _REJECTED:
             self._close()
@@ -321,6 +324,24 @@ class BodyControl:
         if self.state == _STORING:
             self.state = _DONE
         return True
+
+    def _socket_reads(self, size: int | None) -> None:
+        """Read the socket in pieces of ``size`` bytes while a body streams (None: the default again).
+
+        Twisted reads 64 KiB at a time; a large upload then costs a trip
+        through the reactor, the TLS layer and the HTTP parser per 64 KiB.
+        """
+        transport = getattr(self.request.channel, "transport", None)
+        for _ in range(4):  # the TCP connection, under the TLS layer and wrappers if there are any
+            if transport is None or isinstance(transport, FileDescriptor):
+                break
+            transport = transport.__dict__.get("transport")  # (wrappers forward attribute reads)
+        if not isinstance(transport, FileDescriptor):
+            return
+        if size is None:
+            transport.__dict__.pop("bufferSize", None)
+        else:
+            transport.bufferSize = size
 
     def lost(self) -> None:
         if self.pipe is not None:
@@ -375,6 +396,7 @@ class BodyControl:
             self.request.content = self.pipe
             if early:
                 self.pipe.feed(early)
+            self._socket_reads(self.limits.stream_read_size)
             self._resume()
             self.request.start_early(*self._line)
             return
