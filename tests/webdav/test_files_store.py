@@ -161,3 +161,20 @@ def test_content_writer_pieces_of_any_size(store) -> None:  # type: ignore[no-un
     assert info.size == len(expected) and info.chunks == -(-len(expected) // CHUNK_SIZE)
     with s.read() as txn:
         assert read_all(txn.user(aid), info.content_id) == bytes(expected)
+
+
+def test_entry_records_binary_and_older_json() -> None:
+    """Entries round-trip through the binary record (any name, with or without content); JSON ones still read."""
+    import json
+    import time
+
+    now = time.time()
+    for entry in (files.Entry(os.urandom(16), os.urandom(16), "Ünïcødé – 名前 ☃.txt", False, 12345, os.urandom(16),
+                              now, now + 1.5, "text/plain; charset=utf-8"),
+                  files.Entry(os.urandom(16), files.ROOT_ID, "dir", True, created=now, modified=now),
+                  files.Entry(os.urandom(16), os.urandom(16), "empty", False, 0, None, now, now, "")):
+        assert files.Entry.from_bytes(entry.to_bytes()) == entry
+        legacy = json.dumps({"i": entry.id.hex(), "p": entry.parent.hex(), "n": entry.name, "d": entry.is_dir,
+                             "s": entry.size, "c": entry.content_id.hex() if entry.content_id else "",
+                             "ct": entry.created, "m": entry.modified, "t": entry.content_type}).encode()
+        assert files.Entry.from_bytes(legacy) == entry

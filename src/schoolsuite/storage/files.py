@@ -5,8 +5,9 @@ Record spaces (spaces.py, 0x30-0x3f):
 =====================  ===========================================  ============================
 space                  key                                          value (sealed)
 =====================  ===========================================  ============================
-``SPACE_FILE_ENTRY``   parent id (16) + keyed hash of the NFC name  the entry (JSON: id, name,
-                                                                    kind, content, size, times)
+``SPACE_FILE_ENTRY``   parent id (16) + keyed hash of the NFC name  the entry (binary record:
+                                                                    id, kind, content, size, times,
+                                                                    name, type; older ones JSON)
 ``SPACE_FILE_NODE``    entry id                                     parent id + name hash (where
                                                                     the entry is linked)
 ``SPACE_FILE_PROP``    entry id + keyed hash of the property name   property name and XML value
@@ -41,6 +42,11 @@ ID_SIZE = 16
 ROOT_ID = bytes(ID_SIZE)
 _U64 = struct.Struct(">Q")
 _ROOT_KEY = b"root"
+#: Entry records: version byte, then id, parent, flags, size, content id, created, modified, name length.
+_ENTRY_V1 = b"\x01"
+_ENTRY = struct.Struct(">16s16sBQ16sddH")
+_DIR, _HAS_CONTENT = 1, 2
+_NO_CONTENT = bytes(16)
 _USAGE_KEY = b"usage"
 
 
@@ -71,15 +77,21 @@ class Entry:
         return (self.content_id or b"empty").hex()[:24] + f"-{self.size:x}"
 
     def to_bytes(self) -> bytes:
-        return json.dumps({
-            "i": self.id.hex(), "p": self.parent.hex(), "n": self.name, "d": self.is_dir, "s": self.size,
-            "c": self.content_id.hex() if self.content_id else "", "ct": self.created, "m": self.modified,
-            "t": self.content_type,
-        }, separators=(",", ":"), ensure_ascii=False).encode()
+        """Binary record (version byte 1): fixed fields, then the UTF-8 name and content type."""
+        name = self.name.encode()
+        flags = (_DIR if self.is_dir else 0) | (_HAS_CONTENT if self.content_id else 0)
+        return _ENTRY_V1 + _ENTRY.pack(self.id, self.parent, flags, self.size, self.content_id or _NO_CONTENT,
+                                       self.created, self.modified, len(name)) + name + self.content_type.encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Entry":
-        d = json.loads(raw)
+        if raw[:1] == _ENTRY_V1:
+            ident, parent, flags, size, content, created, modified, length = _ENTRY.unpack_from(raw, 1)
+            at = 1 + _ENTRY.size
+            return cls(ident, parent, raw[at:at + length].decode(), bool(flags & _DIR), size,
+                       content if flags & _HAS_CONTENT else None, created, modified,
+                       raw[at + length:].decode())
+        d = json.loads(raw)  # entries written before the binary record
         return cls(bytes.fromhex(d["i"]), bytes.fromhex(d["p"]), d["n"], d["d"], d["s"],
                    bytes.fromhex(d["c"]) if d["c"] else None, d["ct"], d["m"], d["t"])
 
