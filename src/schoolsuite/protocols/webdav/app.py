@@ -45,6 +45,8 @@ from .props import StorePropertyManager
 from .provider import FileSpaceProvider
 
 log = Logger(namespace="schoolsuite.webdav")
+_BYTES_IN = metrics.BYTES.labels("in")
+_PUT_SECONDS = metrics.SECONDS.labels("PUT")
 
 #: environ key that WsgiDAV's HTTPAuthenticator trusts as the user name. Only
 #: FilesApp sets it (a client header would arrive as ``HTTP_...``).
@@ -565,7 +567,7 @@ class FilesResource(WSGIResource):
                 self._run_wsgi(request, ctx, request.body_context.get("files_path"))
 
         def answer(entry: Any, old: Any) -> None:
-            metrics.BYTES.labels("in").inc(len(body))
+            _BYTES_IN.inc(len(body))
             metrics.STORED_BYTES.inc(entry.size - (old.size if old else 0))
             finish(204 if old is not None else 201, None, (b"ETag", f'"{entry.etag}"'.encode()))
 
@@ -581,7 +583,7 @@ class FilesResource(WSGIResource):
 
         def finish(code: int, text: str | None, *headers: tuple[bytes, bytes]) -> None:
             metrics.REQUESTS.labels("PUT", str(code)).inc()
-            metrics.SECONDS.labels("PUT").observe(time.perf_counter() - started)
+            _PUT_SECONDS.observe(time.perf_counter() - started)
             if request.finished or getattr(request, "_disconnected", False):
                 return
             data = b"" if text is None else (text + "\n").encode()
