@@ -6,9 +6,11 @@ connection: SELECT, UID FETCH 1:* (FLAGS), the newest 50 headers, one UID STORE,
 FETCH CHANGEDSINCE, STATUS, another session's change seen by NOOP, SEARCH UNSEEN,
 a subject search (stored envelopes only), a body search (which decrypts every
 message), the same limited to the newest 1,000 UIDs, and how long another
-session's NOOP takes while a body search runs (the scan runs in a worker thread).
+session's NOOP takes while a body search runs (the scan runs in a worker thread)
+and while a ``UID FETCH 1:* (FLAGS)`` runs (rendered in batches between which the
+reactor serves the other sessions).
 
-    python benchmarks/imap_large_mailbox.py [--messages 100000] [--searches-only]
+    python benchmarks/imap_large_mailbox.py [--messages 100000] [--searches-only | --fetches-only]
 """
 
 from __future__ import annotations
@@ -50,10 +52,31 @@ def searches(port: int, c: Client, n: int) -> None:
     other.close()
 
 
+def during(port: int, c: Client, label: str, command: str) -> None:
+    """Another session's NOOP while ``command`` runs in session ``c`` (median of 5 NOOPs)."""
+    other = Client(port)
+    other.login()
+    other.command("SELECT INBOX")
+    took = []
+    for _ in range(5):
+        busy = threading.Thread(target=lambda: c.command(command))
+        busy.start()
+        time.sleep(0.02)
+        start = time.perf_counter()
+        other.command("NOOP")
+        took.append(time.perf_counter() - start)
+        busy.join()
+    took.sort()
+    print(f"{label:44s} {1000 * took[2]:9.1f} ms (max {1000 * took[-1]:.1f})", flush=True)
+    other.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--searches-only", action="store_true", help="skip the SELECT/FETCH/STORE rows")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--searches-only", action="store_true", help="skip the SELECT/FETCH/STORE rows")
+    only.add_argument("--fetches-only", action="store_true", help="only the UID FETCH 1:* rows")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="imapbig-"))
     proc = None
@@ -72,6 +95,11 @@ def main() -> int:
             c.close()
             return 0
         timed("UID FETCH 1:* (FLAGS)", lambda: c.command("UID FETCH 1:* (FLAGS)"))
+        during(port, c, "another session's NOOP during UID FETCH 1:* (FLAGS)", "UID FETCH 1:* (FLAGS)")
+        if args.fetches_only:
+            timed("UID FETCH 1:* (FLAGS) again", lambda: c.command("UID FETCH 1:* (FLAGS)"))
+            c.close()
+            return 0
         timed("UID FETCH newest 50 (headers)", lambda: c.command(
             f"UID FETCH {n - 49}:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"))
         line, _ = c.command("STATUS INBOX (HIGHESTMODSEQ)")
