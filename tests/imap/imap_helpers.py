@@ -32,6 +32,41 @@ class InlineWriter:
         return defer.succeed(told[0]), defer.succeed(None)
 
 
+class HeldWriter:
+    """A StoreWriter stand-in whose jobs run only when the test says: the answer, then the commit."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[defer.Deferred[Any], Any]] = []
+        self.committing: list[defer.Deferred[None]] = []
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.held.append((d, lambda: fn(*args, **kwargs)))
+        return d
+
+    def run_early(self, fn: Any) -> tuple[defer.Deferred[Any], defer.Deferred[None]]:
+        answer: defer.Deferred[Any] = defer.Deferred()
+        settled: defer.Deferred[None] = defer.Deferred()
+
+        def job() -> None:
+            fn(answer.callback)  # the transaction commits at the end of fn, here at once
+            self.committing.append(settled)
+
+        self.held.append((defer.Deferred(), job))
+        return answer, settled
+
+    def release(self) -> None:
+        """Run the held jobs up to their answers; their commits stay pending."""
+        while self.held:
+            d, job = self.held.pop(0)
+            d.callback(job())
+
+    def commit(self) -> None:
+        """Let the pending commits report done."""
+        while self.committing:
+            self.committing.pop(0).callback(None)
+
+
 def result_of(d: defer.Deferred) -> Any:  # type: ignore[type-arg]
     """The result of a fired Deferred (its exception raised)."""
     box: list[Any] = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
+
 from ... import server
 from ...server import PROTOCOL_FACTORIES
 from . import ops_search
@@ -35,17 +37,38 @@ def _scan_threads(ctx: Any) -> None:
         server.SHUTDOWN_DRAINS.append(pool.drain)
 
 
+#: id(services) → (services, that server's IMAP factories); one shutdown drain per server.
+_FACTORIES: dict[int, tuple[Any, list[IMAPFactory]]] = {}
+
+
+def _say_bye_on_shutdown(ctx: Any, factory: IMAPFactory) -> IMAPFactory:
+    """On shutdown every open IMAP connection gets its BYE and is closed before the store closes."""
+    entry = _FACTORIES.get(id(ctx.services))
+    if entry is None or entry[0] is not ctx.services:
+        factories: list[IMAPFactory] = []
+        entry = _FACTORIES[id(ctx.services)] = (ctx.services, factories)
+
+        def drain() -> defer.Deferred[Any]:
+            return defer.DeferredList([f.drain() for f in factories])
+
+        server.SHUTDOWN_DRAINS.append(drain)
+    entry[1].append(factory)
+    return factory
+
+
 def imap_factory(ctx: Any) -> IMAPFactory:
     """The 143-style listener: STARTTLS offered, LOGIN refused before it (``tls = "none"``: plain, no STARTTLS)."""
     tls = ctx.tls if ctx.listener.tls == "starttls" else None
     _scan_threads(ctx)
-    return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=tls, implicit_tls=False)
+    return _say_bye_on_shutdown(
+        ctx, IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=tls, implicit_tls=False))
 
 
 def imaps_factory(ctx: Any) -> IMAPFactory:
     """The 993-style listener; the server wraps implicit TLS around it."""
     _scan_threads(ctx)
-    return IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=True)
+    return _say_bye_on_shutdown(
+        ctx, IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=True))
 
 
 PROTOCOL_FACTORIES["imap"] = imap_factory

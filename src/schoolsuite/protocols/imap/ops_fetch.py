@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any
+
+from twisted.internet import defer
 
 from ...storage import mail, mime
 from ...storage.store import CHUNK_SIZE
@@ -35,11 +38,12 @@ def do_fetch(s: Session, cmd: Fetch) -> Any:
             items.append(FetchItem("MODSEQ"))
     sets_seen = not view.readonly and any(
         i.name in _SETS_SEEN and (i.section is not None or i.name.startswith("RFC822")) for i in items)
+    reply = "FETCH completed" if not cmd.uid else "UID FETCH completed"
     if cmd.vanished:
         _vanished(s, cmd, uids)
     if not sets_seen or not uids:
-        _render(s, cmd, uids, items, {})
-        return "FETCH completed" if not cmd.uid else "UID FETCH completed"
+        pending = _render(s, cmd, uids, items, {})
+        return reply if pending is None else pending.addCallback(lambda _: reply)
 
     def run(user: Any, txn: Any) -> list[mail.IndexEntry]:
         box = mail.get_mailbox(user, view.id)
@@ -51,11 +55,11 @@ def do_fetch(s: Session, cmd: Fetch) -> Any:
             s.notify(txn, (box.id,))
         return changed
 
-    def done(changed: list[mail.IndexEntry]) -> str:
+    def done(changed: list[mail.IndexEntry]) -> Any:
         for entry in changed:
             view.own.add((entry.uid, entry.modseq))
-        _render(s, cmd, uids, items, {e.uid: e for e in changed})
-        return "FETCH completed" if not cmd.uid else "UID FETCH completed"
+        pending = _render(s, cmd, uids, items, {e.uid: e for e in changed})
+        return reply if pending is None else pending.addCallback(lambda _: reply)
 
     return s.write(run, durable=False).addCallback(done)  # \Seen is a flag change (see Session.write)
 
@@ -88,50 +92,117 @@ def section_label(name: str, sec: Section, *, with_partial: bool = True) -> byte
     return label.encode("latin-1")
 
 
+# A FETCH of up to SMALL_FETCH messages is answered in one go. A larger one (a client's first sync:
+# UID FETCH 1:* (FLAGS) over 100,000 messages) is rendered in batches of about TURN_SECONDS or TURN_BYTES,
+# one per reactor turn, so the other sessions are served in between; the transport's write buffer paces
+# the batches (Session.in_turns), so a slow reader holds at most one batch beyond that buffer.
+SMALL_FETCH = 500
+TURN_SECONDS = 0.004
+TURN_BYTES = 512 << 10
+_PAGE = 128  # uids whose index entries are read at once (one index page when they are consecutive)
+
+
 def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem],
-            seen_now: dict[int, mail.IndexEntry]) -> None:
-    """FETCH responses; ``seen_now`` are the entries this command just set \\Seen on, as written
-    (the read snapshot may predate that write's commit: see Session.write)."""
-    view = s.selected
-    assert view is not None
-    need_structure = any(i.name not in ("UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE") for i in items)
-    has_flags = any(i.name == "FLAGS" for i in items)
-    with s.read() as txn:
-        user = s.user(txn)
-        if cmd.changed_since is not None:
-            # RFC 7162 §3.1.4 from the change log: only messages changed since then are looked at.
-            changed = {c.uid for c in mail.changes_since(user, view.id, cmd.changed_since) if not c.expunged}
-            uids = [u for u in uids if u in changed]
-        entries = mail.index_entries(user, view.id, uids)
-        entries.update((u, e) for u, e in seen_now.items() if u in entries)
-        table = mail.keywords(user)
-        s.announce_keywords(table)
-        out: list[bytes] = []
-        flag_cache: dict[int, bytes] = {}
-        seq_of = view.seq_of
-        for uid in uids:
-            entry = entries.get(uid)
-            seq = seq_of(uid)
-            if entry is None or seq is None:
-                continue  # expunged by another session meanwhile: nothing to say (RFC 2180 §4.1.2)
-            if cmd.changed_since is not None and entry.modseq <= cmd.changed_since:
-                continue
-            stored = mail.get_message(user, view.id, uid) if need_structure else None
-            if need_structure and stored is None:
-                continue
-            body = _Body(user, stored) if stored is not None else None
-            parts = []
-            for item in items:
-                parts.append(_item(s, item, entry, table, body, view.recent, flag_cache))
-            if uid in seen_now and not has_flags:
-                parts.append(b"FLAGS (" + " ".join(_flags(entry.flags | mail.SEEN, table, uid, view.recent))
-                             .encode("utf-8") + b")")
-            out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
-            if len(out) >= 256:
+            seen_now: dict[int, mail.IndexEntry]) -> defer.Deferred[None] | None:
+    """FETCH responses: None once all are sent, or a Deferred that fires when the last batch is."""
+    job = _Responses(s, cmd, uids, items, seen_now)
+    if len(uids) <= SMALL_FETCH:
+        job.batch(bounded=False)
+        return None
+    if job.batch(bounded=True):
+        return None
+    return s.in_turns(lambda: job.batch(bounded=True))
+
+
+class _Responses:
+    """The FETCH responses of one command, rendered from where the last batch stopped.
+
+    Each batch reads its own snapshot. A message expunged by another session meanwhile is left out
+    (RFC 2180 §4.1.2); the others are reported as they are at their batch. ``seen_now`` are the entries
+    this command just set \\Seen on, as written: a snapshot may predate that write's commit (see
+    Session.write), so they win over an older snapshot entry, in every batch.
+    """
+
+    def __init__(self, s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem],
+                 seen_now: dict[int, mail.IndexEntry]) -> None:
+        view = s.selected
+        assert view is not None
+        self.s = s
+        self.view = view
+        self.cmd = cmd
+        self.uids = uids
+        self.items = items
+        self.seen_now = seen_now
+        self.pos = 0
+        self.filtered = cmd.changed_since is None
+        self.need_structure = any(
+            i.name not in ("UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE") for i in items)
+        self.has_flags = any(i.name == "FLAGS" for i in items)
+
+    def batch(self, *, bounded: bool) -> bool:
+        """Render the next batch (all the rest unless ``bounded``); True once every message is done."""
+        s, view, cmd, items, seen_now = self.s, self.view, self.cmd, self.items, self.seen_now
+        need_structure, has_flags = self.need_structure, self.has_flags
+        started = time.perf_counter()
+        written = 0
+        with s.read() as txn:
+            user = s.user(txn)
+            if not self.filtered:
+                # RFC 7162 §3.1.4 from the change log: only messages changed since then are looked at.
+                changed = {c.uid for c in mail.changes_since(user, view.id, cmd.changed_since) if not c.expunged}
+                self.uids = [u for u in self.uids if u in changed]
+                self.filtered = True
+            uids = self.uids
+            table = mail.keywords(user)
+            s.announce_keywords(table)
+            out: list[bytes] = []
+            flag_cache: dict[int, bytes] = {}
+            seq_of = view.seq_of
+            pos = self.pos
+            while pos < len(uids):
+                page = uids[pos:pos + _PAGE]
+                entries = mail.index_entries(user, view.id, page)
+                for uid in page:
+                    pos += 1
+                    entry = entries.get(uid)
+                    seq = seq_of(uid)
+                    if entry is None or seq is None:
+                        continue  # expunged by another session meanwhile: nothing to say (RFC 2180 §4.1.2)
+                    if seen_now:
+                        seen = seen_now.get(uid)
+                        if seen is not None and seen.modseq >= entry.modseq:
+                            entry = seen
+                    if cmd.changed_since is not None and entry.modseq <= cmd.changed_since:
+                        continue
+                    stored = mail.get_message(user, view.id, uid) if need_structure else None
+                    if need_structure and stored is None:
+                        continue
+                    body = _Body(user, stored) if stored is not None else None
+                    parts = []
+                    for item in items:
+                        parts.append(_item(s, item, entry, table, body, view.recent, flag_cache))
+                    if uid in seen_now and not has_flags:
+                        parts.append(b"FLAGS (" + " ".join(_flags(entry.flags | mail.SEEN, table, uid, view.recent))
+                                     .encode("utf-8") + b")")
+                    response = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+                    out.append(response)
+                    if len(out) >= 256:
+                        s.send(b"".join(out))
+                        out.clear()
+                    if bounded:
+                        if need_structure:  # bodies and headers: the bytes and the time of every message
+                            written += len(response)
+                            if written >= TURN_BYTES or time.perf_counter() - started >= TURN_SECONDS:
+                                break
+                        elif not pos & 31 and time.perf_counter() - started >= TURN_SECONDS:
+                            break
+                else:
+                    continue
+                break
+            self.pos = pos
+            if out:
                 s.send(b"".join(out))
-                out.clear()
-        if out:
-            s.send(b"".join(out))
+        return pos >= len(uids)
 
 
 def _flags(mask: int, table: list[str], uid: int, recent: set[int]) -> list[str]:

@@ -20,9 +20,11 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ...metrics import REGISTRY
 from . import ops_auth, ops_fetch, ops_mailbox, ops_message, ops_search, ops_select
@@ -54,6 +56,7 @@ class ImapLimits:
 
 LITERAL_MINUS_MAX = 4096  # RFC 7888 §5: the largest non-synchronizing literal under LITERAL-
 CLOSE_GRACE_SECONDS = 2.0  # after BYE, a TLS connection still open this long is aborted
+SHUTDOWN_WAIT_SECONDS = 5.0  # on shutdown, a running command gets this long to answer before the BYE
 IDLE_POLL_SECONDS = 30  # an IDLE session also checks the store this often (changes from other processes)
 
 # command → (allowed states, handler). States: n = not authenticated, a = authenticated, s = selected.
@@ -105,6 +108,10 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._idle_poll: Any = None
         self._abort_call: Any = None
         self._gone = False
+        self._shutting = False  # the server is stopping: BYE once the running command has answered
+        self._bye_call: Any = None
+        self._lost: list[defer.Deferred[None]] = []  # fired by connectionLost (shutdown waits for it)
+        self._turns: _Turns | None = None  # a long response being written one batch per reactor turn
         self.session: Session | None = None
 
     # -- connection ------------------------------------------------------------
@@ -116,6 +123,8 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self.session = Session(self.factory.services, self.send, client_address=self._client, tls=tls,
                                limits=self.limits)
         self.session.on_change = self._changed
+        self.session.pacer = self._in_turns
+        self.factory.connections.add(self)
         SESSIONS.inc()
         if not self.factory.admit(self._client):
             self.transport.write(b"* BYE [UNAVAILABLE] Too many connections from your address\r\n")
@@ -133,6 +142,9 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._abort_call = None
+        if self._bye_call is not None and self._bye_call.active():
+            self._bye_call.cancel()
+        self._bye_call = None
         self._stop_poll()
         if self._mode == "idle":
             IDLE_SESSIONS.dec()
@@ -142,6 +154,12 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             self.factory.release(self._client)
         if self.session is not None:
             self.session.close()
+        self.factory.connections.discard(self)
+        if self._turns is not None:
+            self._turns.stop(Failure(defer.CancelledError("connection lost")))
+        lost, self._lost = self._lost, []
+        for d in lost:
+            d.callback(None)
 
     def _drop(self) -> None:
         """Close after what was sent; nothing more is read, written or resumed.
@@ -151,6 +169,8 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         wait forever, so the connection is aborted shortly after if still open.
         """
         self._closed = True
+        if self._turns is not None:  # the transport closes only once its producer is gone
+            self._turns.stop(Failure(defer.CancelledError("connection closed")))
         self.transport.loseConnection()
         if self._abort_call is None:
             self._abort_call = self.callLater(CLOSE_GRACE_SECONDS, self._abort)
@@ -181,6 +201,44 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self.send(b"* BYE Account closed\r\n")
         self._drop()
 
+    def shutdown(self) -> defer.Deferred[None]:
+        """Server shutdown: ``* BYE`` (RFC 3501 §7.1.5) once the running command has answered (a store
+        write is still committed and answered; a FETCH in batches stops with NO [UNAVAILABLE]), then the
+        connection is closed after what was written; fires when it is gone."""
+        if self._gone:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._lost.append(d)
+        if not self._shutting:
+            self._shutting = True
+            if self._turns is not None:
+                self._turns.stop(Failure(No("Server shutting down", "UNAVAILABLE")))
+            if not self._busy:
+                self._bye()
+            else:
+                self._bye_call = self.callLater(SHUTDOWN_WAIT_SECONDS, self._bye)
+        return d
+
+    def _bye(self) -> None:
+        if not self._closed:
+            # RFC 5530 §3 UNAVAILABLE: a temporary failure; the client may reconnect later.
+            self.send(b"* BYE [UNAVAILABLE] Server shutting down\r\n")
+            self._drop()
+
+    def _in_turns(self, step: Any) -> defer.Deferred[None]:
+        """Session.in_turns: one step per reactor turn, paced by the transport's write buffer."""
+        assert self._turns is None, "one long response at a time"
+        if self._shutting:  # e.g. a FETCH whose \Seen write was answered after the shutdown began
+            return defer.fail(No("Server shutting down", "UNAVAILABLE"))
+        turns = self._turns = _Turns(self, step)
+
+        def done(result: Any) -> Any:
+            if self._turns is turns:
+                self._turns = None
+            return result
+
+        return turns.done.addBoth(done)
+
     # -- input ------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -198,6 +256,9 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._process()
 
     def _process(self) -> None:
+        if self._shutting and not self._busy:
+            self._bye()  # the command that was running when the server began to stop has answered
+            return
         while not self._busy and not self._closed and self._buf:
             if self._literal:
                 take = min(self._literal, len(self._buf))
@@ -303,6 +364,9 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def _command(self, raw: bytes) -> None:
         s = self.session
         assert s is not None
+        if self._shutting:
+            self._bye()  # no new command once the server is stopping
+            return
         unsettled = s.unsettled()
         if unsettled is not None:
             # A flag change of this account was answered before its commit: read it first.
@@ -559,6 +623,75 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
 _ASYNC = object()  # the command wrote its own tagged reply
 
 
+@implementer(IPushProducer)
+class _Turns:
+    """A long response (Session.in_turns) written one step per reactor turn.
+
+    Registered as the transport's streaming producer: while the transport's write
+    buffer is over its limit (a client reading slowly) no step runs, so at most one
+    step's output waits beyond that buffer.
+    """
+
+    def __init__(self, proto: IMAPServer, step: Any) -> None:
+        self.proto = proto
+        self.step = step
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self.paused = False
+        self.call: Any = None
+        self.registered = True
+        proto.transport.registerProducer(self, True)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.call is None and not self.paused and not self.done.called:
+            self.call = self.proto.callLater(0, self._turn)
+
+    def _turn(self) -> None:
+        self.call = None
+        try:
+            finished = self.step()
+        except Exception:  # noqa: BLE001 - the command's failure, mapped by IMAPServer._finish
+            self._end(Failure())
+            return
+        if finished:
+            self._end(None)
+        else:
+            self._schedule()
+
+    def _end(self, result: Any) -> None:
+        if self.done.called:
+            return
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+        if self.registered:
+            self.registered = False
+            self.proto.transport.unregisterProducer()
+        if isinstance(result, Failure):
+            self.done.errback(result)
+        else:
+            self.done.callback(result)
+
+    def stop(self, failure: Failure) -> None:
+        """End before the last step (connection closing, server stopping) with ``failure``."""
+        self._end(failure)
+
+    # IPushProducer, called by the transport
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.paused = True
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.registered = False  # the transport is dropping us (connection lost)
+        self._end(Failure(defer.CancelledError("connection lost")))
+
+
 class IMAPFactory(protocol.Factory):
     """Builds IMAPServer connections; counts connections per client address."""
 
@@ -570,6 +703,11 @@ class IMAPFactory(protocol.Factory):
         self.tls = None if implicit_tls else tls
         self.implicit_tls = implicit_tls
         self._per_client: dict[str, int] = {}
+        self.connections: set[IMAPServer] = set()
+
+    def drain(self) -> defer.Deferred[Any]:
+        """Server shutdown: every open connection gets its BYE and is closed; fires when all are gone."""
+        return defer.DeferredList([p.shutdown() for p in list(self.connections)])
 
     def buildProtocol(self, addr: Any) -> IMAPServer:  # noqa: N802
         return IMAPServer(self)

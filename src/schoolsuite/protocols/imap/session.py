@@ -101,6 +101,8 @@ class Session:
         self._unsubscribe: Callable[[], None] | None = None
         self._unregister: Callable[[], None] | None = None
         self.on_change: Callable[[], None] | None = None
+        #: Set by the protocol: runs a long response one step per reactor turn (see :meth:`in_turns`).
+        self.pacer: Callable[[Callable[[], bool]], defer.Deferred[None]] | None = None
 
     # -- state -------------------------------------------------------------
 
@@ -189,6 +191,19 @@ class Session:
     def _changed(self, mailbox_ids: frozenset[int]) -> None:
         if self.selected is not None and self.selected.id in mailbox_ids and self.on_change is not None:
             self.on_change()
+
+    def in_turns(self, step: Callable[[], bool]) -> defer.Deferred[None]:
+        """Call ``step()`` until it returns True, one call per reactor turn so that the other sessions are
+        served in between (a long FETCH); paced by the connection's write buffer. Fires after the last step
+        (with the failure a step raised). Without a protocol (in-process callers) every step runs now."""
+        if self.pacer is not None:
+            return self.pacer(step)
+        try:
+            while not step():
+                pass
+        except Exception:  # noqa: BLE001 - handed to the caller like the protocol's pacer does
+            return defer.fail()
+        return defer.succeed(None)
 
     # -- store access --------------------------------------------------------
 
