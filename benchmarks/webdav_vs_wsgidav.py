@@ -33,6 +33,7 @@ import argparse
 import base64
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,10 +53,27 @@ PASSWORD = "Bench-pw-4r7t9z2x"
 BLOCK = 1 << 20
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (there no outgoing connection can take it first)."""
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        high = 32767
+    for _ in range(1000):
+        port = random.randint(max(1024, high - 20000), high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise SystemExit("no free port below the ephemeral range")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -189,7 +207,7 @@ def start_stock(work: Path, cert: Path, key: Path, plain: bool) -> Target:
     root.mkdir()
     port = free_port()
     conf = work / "wsgidav.yaml"
-    lines = [f"host: 127.0.0.1", f"port: {port}", "verbose: 1", "provider_mapping:", f"  '/': '{root}'",
+    lines = ["host: 127.0.0.1", f"port: {port}", "verbose: 1", "provider_mapping:", f"  '/': '{root}'",
              "http_authenticator:", "  domain_controller: null", "simple_dc:", "  user_mapping:", "    '*': true",
              "property_manager: true", "lock_storage: true", "logging:", "  enable: false",
              "dir_browser:", "  enable: false"]
