@@ -99,7 +99,7 @@ def section_label(name: str, sec: Section, *, with_partial: bool = True) -> byte
 SMALL_FETCH = 500
 TURN_SECONDS = 0.004
 TURN_BYTES = 512 << 10
-_PAGE = 128  # uids whose index entries are read at once (one index page when they are consecutive)
+_PAGE = 128  # uids whose index entries a batch reads at once (one index page when they are consecutive)
 
 
 def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem],
@@ -159,8 +159,9 @@ class _Responses:
             flag_cache: dict[int, bytes] = {}
             seq_of = view.seq_of
             pos = self.pos
+            step = _PAGE if bounded else len(uids)  # unbounded: every entry read at once
             while pos < len(uids):
-                page = uids[pos:pos + _PAGE]
+                page = uids[pos:pos + step]
                 entries = mail.index_entries(user, view.id, page)
                 for uid in page:
                     pos += 1
