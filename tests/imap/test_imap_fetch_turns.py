@@ -284,28 +284,72 @@ def test_shutdown_starts_no_batches_after_a_pending_seen_write(services, alice, 
     assert not [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]  # no next turn
 
 
-def test_sigterm_says_bye_to_an_idle_client(tmp_path):
-    """SIGTERM to ``schoolsuite serve``: an IDLE client over implicit TLS gets * BYE [UNAVAILABLE] before the
-    connection closes, the store is closed and the process exits 0."""
-    server = start(tmp_path)
+# -- end to end: one real server, stopped by the last test ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A real ``schoolsuite serve`` whose INBOX holds 1,200 messages (more than SMALL_FETCH)."""
+    server = start(tmp_path_factory.mktemp("imap-turns"))
     try:
-        raw = socket.create_connection(("127.0.0.1", server.imaps_port), 20)
-        sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-        f = sock.makefile("rb")
-        f.readline()
-        sock.sendall(f'l LOGIN {USER} "{PASSWORD}"\r\ns SELECT INBOX\r\ni IDLE\r\n'.encode())
-        while not f.readline().startswith(b"+ "):
+        sock, f = _tls_login(server)
+        data = b"".join(b" {%d+}\r\n" % len(m) + m for m in (message(f"m{i}", "x" * 400 + "\r\n")
+                                                                 for i in range(1200)))
+        sock.sendall(b"p APPEND INBOX" + data + b"\r\n")
+        while not (line := f.readline()).startswith(b"p "):
             pass
-        plain = socket.create_connection(("127.0.0.1", server.imap_port), 20).makefile("rb")
-        assert plain.readline().startswith(b"* OK")
-        started = time.monotonic()
-        server.proc.send_signal(signal.SIGTERM)
-        assert f.readline() == BYE.encode() + b"\r\n"
-        assert f.readline() == b""  # then the server closes the connection
-        assert plain.readline() == BYE.encode() + b"\r\n"
-        assert server.proc.wait(30) == 0
-        assert time.monotonic() - started < 10
-        log = (tmp_path / "serve.log").read_text()
-        assert "store closed" in log and "Traceback" not in log, log
+        assert line.startswith(b"p OK"), line
+        sock.close()
+        yield server
     finally:
         server.stop()
+
+
+def _tls_login(server):
+    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 20)
+    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+    f = sock.makefile("rb")
+    f.readline()
+    sock.sendall(f'l LOGIN {USER} "{PASSWORD}"\r\n'.encode())
+    while not f.readline().startswith(b"l OK"):
+        pass
+    return sock, f
+
+
+def test_fetch_in_turns_over_tls_to_a_slow_reader(served):
+    """Over implicit TLS, a FETCH of 1,200 bodies (~0.7 MB) to a client that reads only after a pause (the
+    write buffer fills, the batches wait) arrives whole and in order, and the connection stays usable."""
+    sock, f = _tls_login(served)
+    sock.sendall(b"s SELECT INBOX\r\nf FETCH 1:* (BODY.PEEK[TEXT])\r\n")
+    time.sleep(0.5)
+    seqs = []
+    while not (line := f.readline()).startswith(b"f "):
+        m = re.match(rb"\* (\d+) FETCH \(BODY\[TEXT\] \{(\d+)\}", line)
+        if m:
+            seqs.append(int(m.group(1)))
+            assert f.read(int(m.group(2))) == b"x" * 400 + b"\r\n"
+    assert line == b"f OK FETCH completed\r\n" and seqs == list(range(1, 1201))
+    sock.sendall(b"n NOOP\r\n")
+    assert f.readline() == b"n OK NOOP completed\r\n"
+    sock.close()
+
+
+def test_sigterm_says_bye_to_an_idle_client(served):
+    """SIGTERM to ``schoolsuite serve``: an IDLE client over implicit TLS and a plain connection get
+    * BYE [UNAVAILABLE] before the connection closes, the store is closed and the process exits 0
+    (runs last: it stops the module's server)."""
+    sock, f = _tls_login(served)
+    sock.sendall(b"s SELECT INBOX\r\ni IDLE\r\n")
+    while not f.readline().startswith(b"+ "):
+        pass
+    plain = socket.create_connection(("127.0.0.1", served.imap_port), 20).makefile("rb")
+    assert plain.readline().startswith(b"* OK")
+    started = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    assert f.readline() == BYE.encode() + b"\r\n"
+    assert f.readline() == b""  # then the server closes the connection
+    assert plain.readline() == BYE.encode() + b"\r\n"
+    assert served.proc.wait(30) == 0
+    assert time.monotonic() - started < 10
+    log = (served.instance.dir.parent / "serve.log").read_text()
+    assert "store closed" in log and "Traceback" not in log, log
