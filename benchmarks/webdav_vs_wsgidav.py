@@ -2,6 +2,7 @@
 """schoolsuite's /files/ against stock WsgiDAV, same machine, same client, one run.
 
     python benchmarks/webdav_vs_wsgidav.py [--size-mib 1024] [--files 1000] [--repeat 2] [--stock-plain]
+                                           [--stock-fsync]
 
 Stock WsgiDAV 4.4 runs as its own server (``wsgidav`` CLI, cheroot) with the
 filesystem provider over a temporary directory, on loopback, over TLS with the
@@ -20,7 +21,8 @@ B, ...) for ``--repeat`` rounds; the best round counts, so that a busy moment
 on a shared machine hurts neither side alone. Before each row: one warm-up request (schoolsuite checks the password once)
 and ``sync`` so that no row pays for the previous row's writeback. Note that
 schoolsuite commits with fsync before it answers (a 201 means durable); stock
-WsgiDAV leaves the bytes in the page cache.
+WsgiDAV leaves the bytes in the page cache (``--stock-fsync``: it fsyncs each
+PUT's file and directory before answering, benchmarks/wsgidav_fsync.py).
 
 The ratio column is schoolsuite / stock for rates and stock / schoolsuite for
 times, so above 1 means schoolsuite is faster. Target: >= 0.8 on every row and
@@ -202,7 +204,7 @@ def propfind(t: Target, count: int, folder: str) -> float:
     return best * 1000
 
 
-def start_stock(work: Path, cert: Path, key: Path, plain: bool) -> Target:
+def start_stock(work: Path, cert: Path, key: Path, plain: bool, fsync: bool = False) -> Target:
     root = work / "stock-root"
     root.mkdir()
     port = free_port()
@@ -214,8 +216,11 @@ def start_stock(work: Path, cert: Path, key: Path, plain: bool) -> Target:
     if not plain:
         lines += [f"ssl_certificate: '{cert}'", f"ssl_private_key: '{key}'", "ssl_adapter: builtin"]
     conf.write_text("\n".join(lines) + "\n")
-    exe = Path(sys.executable).parent / "wsgidav"
-    proc = subprocess.Popen([str(exe), "--config", str(conf)], stdout=subprocess.DEVNULL,
+    if fsync:  # the same server, with PUTs made durable before the answer (benchmarks/wsgidav_fsync.py)
+        command = [sys.executable, str(Path(__file__).with_name("wsgidav_fsync.py"))]
+    else:
+        command = [str(Path(sys.executable).parent / "wsgidav")]
+    proc = subprocess.Popen([*command, "--config", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_port(port)
     tls = None if plain else ssl.create_default_context(cafile=str(cert))
@@ -302,6 +307,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--stock-plain", action="store_true", help="stock WsgiDAV over plain HTTP (as shipped)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds, interleaved; the best round counts")
+    parser.add_argument("--stock-fsync", action="store_true",
+                        help="stock WsgiDAV fsyncs each PUT before answering, as schoolsuite does "
+                             "(benchmarks/wsgidav_fsync.py): the like-for-like durability comparison")
     args = parser.parse_args()
     size = args.size_mib << 20
     work = Path(tempfile.mkdtemp(prefix="webdav-bench-"))
@@ -309,7 +317,7 @@ def main() -> None:
     try:
         ours, cert, key = start_ours(work)
         procs.append(ours.proc)
-        stock = start_stock(work, cert, key, args.stock_plain)
+        stock = start_stock(work, cert, key, args.stock_plain, args.stock_fsync)
         procs.append(stock.proc)
         mine, theirs = run_rows([ours, stock], size, args.files, args.repeat)
     finally:
@@ -317,7 +325,7 @@ def main() -> None:
             stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
-    mode = "plain HTTP" if args.stock_plain else "TLS"
+    mode = ("plain HTTP" if args.stock_plain else "TLS") + (", fsync before answering" if args.stock_fsync else "")
     print(f"\nschoolsuite /files/ (TLS, sealed) vs stock WsgiDAV 4.4 (cheroot, filesystem, {mode}); "
           f"{args.size_mib} MiB file, {args.files} x 10 KB; best of {args.repeat} interleaved rounds")
     print(f"{'row':<34}{'schoolsuite':>14}{'stock':>14}{'ratio':>9}")
