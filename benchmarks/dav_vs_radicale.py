@@ -43,14 +43,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ports import free_port  # benchmarks/ports.py
+
 USER = "bench@school.example"
 PASSWORD = "Bench-mark-2026-passphrase"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

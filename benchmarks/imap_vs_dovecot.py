@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ports import free_port  # benchmarks/ports.py
+
 USER = "bench@school.example"
 PASSWORD = "benchmark password 42"
 HEADER_FIELDS = ("From To Cc Bcc Subject Date Message-ID Priority X-Priority References Newsgroups "
@@ -45,12 +47,6 @@ HEADER_FIELDS = ("From To Cc Bcc Subject Date Message-ID Priority X-Priority Ref
 WORDS = ("school lesson teacher parent homework class trip exam grade holiday meeting schedule project "
          "science history music sport library report timetable canteen").split()
 NEEDLE = "xylophone"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:

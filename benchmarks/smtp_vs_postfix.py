@@ -31,18 +31,14 @@ import threading
 import time
 from pathlib import Path
 
+from ports import free_port  # benchmarks/ports.py
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 RECIPIENT = "bob@school.example"
 SENDER = "bench@bench.example"
 PASSWORD = "Bench-pw-4r7t9z2x"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

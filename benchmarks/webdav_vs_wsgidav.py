@@ -35,7 +35,6 @@ import argparse
 import base64
 import http.client
 import os
-import random
 import shutil
 import signal
 import socket
@@ -47,6 +46,8 @@ import threading
 import time
 from pathlib import Path
 
+from ports import free_port  # benchmarks/ports.py
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -55,27 +56,6 @@ PASSWORD = "Bench-pw-4r7t9z2x"
 BLOCK = 1 << 20
 
 
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (there no outgoing connection can take it first)."""
-    try:
-        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) - 1
-    except (OSError, ValueError, IndexError):
-        high = 32767
-    for _ in range(1000):
-        port = random.randint(max(1024, high - 20000), high)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    raise SystemExit("no free port below the ephemeral range")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
