@@ -152,3 +152,15 @@ def start_server(cmd: list[str], expect: int, env: dict[str, str] | None = None,
             proc.kill()
             pytest.fail("server did not start in time")
     return Running(proc, lines, head)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> int:  # type: ignore[type-arg]
+    """SIGTERM a test's server and wait for it; SIGKILL if it has not gone within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

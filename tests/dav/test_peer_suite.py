@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port
+from support import free_port, stop_process
 
 from dav_helpers import PASSWORD
 from dav_server import DavServer
@@ -78,8 +78,7 @@ def test_schoolsuite_passes_every_check_stock_radicale_passes(dav: DavServer, tm
     try:
         theirs = profile(write_config(tmp_path / "theirs.json", url, None))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
     print("schoolsuite:", dict(Counter(ours.values())), "stock Radicale:", dict(Counter(theirs.values())))
     for name in sorted(set(ours) | set(theirs)):
         if ours.get(name) != theirs.get(name):

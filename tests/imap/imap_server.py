@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schoolsuite.instance import init_instance
-from support import LISTENERS, Instance, free_port, schoolsuite_cmd
+from support import LISTENERS, Instance, free_port, schoolsuite_cmd, stop_process
 
 PASSWORD = "correct horse battery"
 USER = "alice@school.example"
@@ -36,13 +36,7 @@ class ImapServer:
         subprocess.run(schoolsuite_cmd(*args), input=password.encode(), check=True, capture_output=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def tls_context() -> ssl.SSLContext:

@@ -14,14 +14,18 @@ def _other(services):
     return c
 
 
-def test_no_expunge_during_fetch_by_sequence(services, conn, delivery, alice):
-    """Another session's expunge waits through FETCH/STORE/SEARCH and is reported by NOOP (RFC 3501 §7.4.1)."""
+def _second_expunged_by_another_session(services, conn, delivery, alice):
     for n in range(3):
         delivery.deliver(alice, message(f"m{n}"))
     conn.cmd("s SELECT INBOX")
     other = _other(services)
     other.cmd("a STORE 2 +FLAGS.SILENT (\\Deleted)")
     other.cmd("b EXPUNGE")
+
+
+def test_no_expunge_during_fetch_by_sequence(services, conn, delivery, alice):
+    """Another session's expunge waits through FETCH/STORE/SEARCH and is reported by NOOP (RFC 3501 §7.4.1)."""
+    _second_expunged_by_another_session(services, conn, delivery, alice)
     fetch = conn.cmd("c FETCH 1:3 (UID)")
     assert not any("EXPUNGE" in line for line in fetch) and fetch[-1] == "c OK FETCH completed"
     assert conn.cmd("e NOOP") == ["* 2 EXPUNGE", "e OK NOOP completed"]
@@ -29,12 +33,7 @@ def test_no_expunge_during_fetch_by_sequence(services, conn, delivery, alice):
 
 def test_expunge_reported_by_noop_not_search(services, conn, delivery, alice):
     """SEARCH keeps the old sequence numbers (the expunged message matches nothing); NOOP reports the EXPUNGE."""
-    for n in range(3):
-        delivery.deliver(alice, message(f"m{n}"))
-    conn.cmd("s SELECT INBOX")
-    other = _other(services)
-    other.cmd("a STORE 2 +FLAGS.SILENT (\\Deleted)")
-    other.cmd("b EXPUNGE")
+    _second_expunged_by_another_session(services, conn, delivery, alice)
     search = conn.cmd("c SEARCH ALL")
     assert "* SEARCH 1 3" in search and not any("EXPUNGE" in x for x in search)  # 3 keeps its number
     assert conn.cmd("d NOOP") == ["* 2 EXPUNGE", "d OK NOOP completed"]

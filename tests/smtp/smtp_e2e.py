@@ -27,7 +27,7 @@ from schoolsuite.instance import init_instance
 from schoolsuite.storage import Store, load_master_key
 from schoolsuite.storage import accounts as directory
 from schoolsuite.storage import mail
-from support import LISTENERS, Instance, Running, active_listeners, free_port, schoolsuite_cmd, start_server
+from support import LISTENERS, Instance, Running, active_listeners, free_port, schoolsuite_cmd, start_server, stop_process
 
 HERE = Path(__file__).parent
 ALICE, BOB = "alice@school.example", "bob@school.example"
@@ -65,9 +65,7 @@ class DNSServer:
             raise RuntimeError(f"DNS test server did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(5)
+        stop_process(self.proc, 5)
 
 
 @dataclass

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from webdav_helpers import FilesServer
+from support import stop_process
 from webdav_server import start_files_server
 
 
@@ -19,12 +19,7 @@ def files_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilesServ
     base = tmp_path_factory.mktemp("webdav")
     server, proc = start_files_server(base)
     yield server
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
     time.sleep(0.2)  # let the drain threads write the last lines
     log = (base / "server.log").read_text()
     assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]

@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import os
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support import stop_process
 from webdav_server import start_files_server
 from webdav_helpers import FilesServer
 
@@ -60,12 +60,7 @@ def big_server(tmp_path: Path) -> Iterator[FilesServer]:
     """A server of its own (2 GiB go into its store), removed afterwards."""
     server, proc = start_files_server(tmp_path)
     yield server
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, 30)
 
 
 @pytest.mark.slow

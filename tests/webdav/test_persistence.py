@@ -6,17 +6,8 @@ import subprocess
 from pathlib import Path
 
 from webdav_server import start_files_server
-from support import schoolsuite_cmd
+from support import schoolsuite_cmd, stop_process
 from webdav_helpers import LOCK_BODY, PASSWORD
-
-
-def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_restart_keeps_content_properties_and_locks(tmp_path: Path) -> None:
@@ -31,7 +22,7 @@ def test_restart_keeps_content_properties_and_locks(tmp_path: Path) -> None:
         token = dav.request("LOCK", "kept.txt", LOCK_BODY, {"Timeout": "Second-3600"}).header("lock-token")
         config = server.dir / "schoolsuite.toml"
     finally:
-        stop(proc)
+        stop_process(proc, 30)
     from support import start_server
 
     run = start_server(schoolsuite_cmd("serve", "-c", str(config)), expect=2, timeout=60)
@@ -57,7 +48,7 @@ def test_account_made_by_cli_gets_file_space(tmp_path: Path) -> None:
         assert r.status == 207 and r.hrefs() == ["/files/dave@school.example/"]
         assert dave.put("first.txt", b"hello").status == 201
     finally:
-        stop(proc)
+        stop_process(proc, 30)
 
 
 def test_sigterm_with_requests_in_flight(tmp_path: Path) -> None:
@@ -112,7 +103,7 @@ def test_abandoned_upload_swept_at_start(tmp_path: Path) -> None:
     from support import start_server
 
     server, proc = start_files_server(tmp_path / "c")
-    stop(proc)
+    stop_process(proc, 30)
     config = server.dir / "schoolsuite.toml"
     store = open_store(load_config(config))
     try:
