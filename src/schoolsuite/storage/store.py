@@ -88,8 +88,8 @@ class Store:
         self._unsynced = False
         self._flush_wanted = threading.Event()
         self._closing = threading.Event()
-        self._flusher: threading.Thread | None = None
-        self._flusher_lock = threading.Lock()
+        self._flusher = threading.Thread(target=self._flush_loop, name="store-flusher", daemon=True)
+        self._flusher.start()
         metrics.STORE_MAP_SIZE_BYTES.set(env.info()["map_size"])
 
     # -- opening and closing -------------------------------------------------
@@ -125,9 +125,13 @@ class Store:
             raise StoreOpenError(f"cannot open store in {data_dir}: {e}") from None
         try:
             store = cls(env, data_dir, MasterKeys(master_key))
-            store._check_meta()
         except BaseException:
             env.close()
+            raise
+        try:
+            store._check_meta()
+        except BaseException:
+            store.close()  # its flusher thread too
             raise
         return store
 
@@ -156,8 +160,7 @@ class Store:
         """Flush, then close the environment; open transactions must have ended."""
         self._closing.set()
         self._flush_wanted.set()
-        if self._flusher is not None:
-            self._flusher.join()
+        self._flusher.join()
         self.flush()
         self._env.close()
 
@@ -196,12 +199,12 @@ class Store:
                 txn.commit()
             except lmdb.MapFullError:
                 raise StoreFullError("the store is full; raise [store] map_size") from None
-            if self._env.info()["last_txnid"] < txn_id:
-                pass  # nothing was written (LMDB commits an unchanged transaction without touching the disk)
-            elif durable:
-                self.flush(always=True)
-            else:
-                self._unsynced_commit()
+            # An unchanged transaction commits without touching the disk: then no sync is owed.
+            if self._env.info()["last_txnid"] >= txn_id:
+                if durable:
+                    self.flush(always=True)
+                else:
+                    self._unsynced_commit()
         finally:
             _WRITE_SECONDS.observe(time.perf_counter() - start)
         for forget in wtxn._forget:
@@ -218,11 +221,6 @@ class Store:
 
     def _unsynced_commit(self) -> None:
         self._unsynced = True
-        if self._flusher is None:
-            with self._flusher_lock:
-                if self._flusher is None and not self._closing.is_set():
-                    self._flusher = threading.Thread(target=self._flush_loop, name="store-flusher", daemon=True)
-                    self._flusher.start()
         self._flush_wanted.set()
 
     def _flush_loop(self) -> None:
