@@ -32,6 +32,7 @@ from schoolsuite.storage import accounts
 from schoolsuite.storage import content as content_mod
 from schoolsuite.storage import store as store_mod
 from schoolsuite.storage.store import Store
+from schoolsuite.tuning import tune_malloc
 
 SPACE = 0x10
 RECORD = 200
@@ -272,6 +273,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="schoolsuite-bench-", dir=args.dir))
     try:
         bench = Bench(root, args.quick, content_mib)
+        print(f"malloc (as schoolsuite serve sets it): {tune_malloc()}")
         print(f"in {root}; CHUNK_SIZE default {store_mod.CHUNK_SIZE // 1024} KiB, INLINE_MAX {store_mod.INLINE_MAX}")
         print(f"{'operation':<44} {'unit':<9} {'sealed':>14} {'raw LMDB':>14} {'ratio':>6}")
         bench.small_records()

@@ -31,6 +31,7 @@ from schoolsuite.errors import UserError
 from schoolsuite.metrics import (
     CONNECTIONS_TOTAL, OPEN_CONNECTIONS, REGISTRY, STORE_MAP_SIZE_BYTES, STORE_MAP_USED_BYTES)
 from schoolsuite.protocols.http.site import Root, make_site
+from schoolsuite.tuning import tune_malloc
 
 log = Logger(namespace="schoolsuite.server")
 
@@ -247,6 +248,7 @@ def serve(config: Config, reactor: Any = None) -> int:
     """Run until SIGTERM/SIGINT; return the exit status (0 after a clean stop)."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    malloc = tune_malloc()  # before the store and the threads allocate
     server = build_server(config, reactor)
     # Info and above by default; SCHOOLSUITE_LOG_LEVEL=debug shows e.g. cached logins.
     try:
@@ -255,6 +257,7 @@ def serve(config: Config, reactor: Any = None) -> int:
         level = LogLevel.info
     observer = FilteringLogObserver(textFileLogObserver(sys.stdout), [LogLevelFilterPredicate(level)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    log.info("malloc: {malloc}", malloc=malloc)
     status = {"code": 0}
 
     def failed(failure: Any) -> None:

@@ -49,6 +49,7 @@ import lmdb
 from .. import metrics
 from .crypto import SEAL_OVERHEAD, MasterKeyError, MasterKeys, SealError, Sealer, generate_key
 from .errors import CorruptRecord, NotFound, StoreFullError, StoreOpenError
+from .filegrow import FileGrower
 from .spaces import SPACE_COUNTER
 
 FORMAT_VERSION = 1
@@ -86,6 +87,8 @@ class Store:
         self._dbs = {name: env.open_db(name) for name in _DBS}
         self._sealers: dict[bytes, Sealer] = {}
         self._unsynced = False
+        self._psize = env.stat()["psize"]
+        self._grower = FileGrower(path / "data.mdb", env, self._psize)
         self._flush_wanted = threading.Event()
         self._closing = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="store-flusher", daemon=True)
@@ -162,6 +165,7 @@ class Store:
         self._flush_wanted.set()
         self._flusher.join()
         self.flush()
+        self._grower.close()
         self._env.close()
 
     def __enter__(self) -> "Store":
@@ -199,8 +203,10 @@ class Store:
                 txn.commit()
             except lmdb.MapFullError:
                 raise StoreFullError("the store is full; raise [store] map_size") from None
+            info = self._env.info()
             # An unchanged transaction commits without touching the disk: then no sync is owed.
-            if self._env.info()["last_txnid"] >= txn_id:
+            if info["last_txnid"] >= txn_id:
+                self._grower.used((info["last_pgno"] + 1) * self._psize)
                 if durable:
                     self.flush(always=True)
                 else:
