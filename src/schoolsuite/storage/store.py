@@ -32,6 +32,10 @@ SMTP 250, IMAP APPEND, DAV 201) therefore syncs once more before it returns.
 power cut within :data:`FLUSH_DELAY` of the reply, the way Dovecot treats
 flag changes: IMAP flags, \\Seen, \\Recent claims. A flusher thread makes them
 durable within that delay, and so does the next durable commit.
+
+Growth: once the store holds 32 MiB, ``data.mdb`` is kept filled with zeros
+ahead of LMDB's last page by a thread of :mod:`.filegrow`, so that large
+writes land in allocated, cached space (told the used size after each commit).
 """
 
 from __future__ import annotations
