@@ -86,6 +86,33 @@ def test_small_fetch_is_answered_at_once(services, alice, small_turns):
     assert _fetched(out) == list(range(1, 51)) and out.endswith(b"F OK FETCH completed\r\n")
 
 
+def test_a_few_big_messages_go_in_turns_by_their_bytes(services, alice):
+    """Fewer than SMALL_FETCH messages, but their text is several TURN_BYTES: a batch holds about TURN_BYTES
+    (a phone fetching ten 25 MB messages never has them all built in memory at once), and while the
+    transport's buffer is full no further message is read."""
+    big = b"x" * 200_000 + b"\r\n"
+    with services.store.write() as txn:
+        user = txn.user(alice)
+        box = mail.find_mailbox(user, "INBOX")
+        for i in range(12):
+            mail.append(user, box, message(f"m{i}", big.decode()))
+        mail.save_mailbox(user, box)
+    clock = Clock()
+    c = _conn(services, clock)
+    first = c.send(b"F FETCH 1:* (BODY.PEEK[TEXT])\r\n")
+    assert 1 <= len(_fetched(first)) <= ops_fetch.TURN_BYTES // len(big) + 1 and b"F OK" not in first
+    producer = c.transport.producer
+    assert producer is not None
+    producer.pauseProducing()
+    for _ in range(5):
+        clock.advance(0)
+    assert c.read() == b""
+    producer.resumeProducing()
+    rest = _turns(clock, c, b"F")
+    assert _fetched(first + rest) == list(range(1, 13))
+    assert (first + rest).count(big) == 12 and rest.endswith(b"F OK FETCH completed\r\n")
+
+
 def test_full_write_buffer_pauses_the_batches(services, alice, small_turns):
     """While the transport says its write buffer is full (pauseProducing), no batch is rendered; on
     resumeProducing the FETCH goes on where it stopped."""

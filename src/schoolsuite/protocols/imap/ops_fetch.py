@@ -92,10 +92,12 @@ def section_label(name: str, sec: Section, *, with_partial: bool = True) -> byte
     return label.encode("latin-1")
 
 
-# A FETCH of up to SMALL_FETCH messages is answered in one go. A larger one (a client's first sync:
-# UID FETCH 1:* (FLAGS) over 100,000 messages) is rendered in batches of about TURN_SECONDS or TURN_BYTES,
-# one per reactor turn, so the other sessions are served in between; the transport's write buffer paces
-# the batches (Session.in_turns), so a slow reader holds at most one batch beyond that buffer.
+# A FETCH of up to SMALL_FETCH messages that asks for no message text (FLAGS, UID, sizes) is answered in one
+# go. Any other is rendered in batches, one per reactor turn, so the other sessions are served in between and a
+# slow reader holds at most one batch beyond the transport's write buffer, which paces the batches
+# (Session.in_turns): batches of about TURN_BYTES when message text is asked for (ten messages of 25 MB are
+# never built at once), and beyond SMALL_FETCH messages (a client's first sync: UID FETCH 1:* (FLAGS) over
+# 100,000 messages) also of at most about TURN_SECONDS.
 SMALL_FETCH = 500
 TURN_SECONDS = 0.004
 TURN_BYTES = 512 << 10
@@ -106,12 +108,13 @@ def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem],
             seen_now: dict[int, mail.IndexEntry]) -> defer.Deferred[None] | None:
     """FETCH responses: None once all are sent, or a Deferred that fires when the last batch is."""
     job = _Responses(s, cmd, uids, items, seen_now)
-    if len(uids) <= SMALL_FETCH:
+    timed = len(uids) > SMALL_FETCH
+    if not timed and not job.need_structure:
         job.batch(bounded=False)
         return None
-    if job.batch(bounded=True):
+    if job.batch(bounded=True, timed=timed):
         return None
-    return s.in_turns(lambda: job.batch(bounded=True))
+    return s.in_turns(lambda: job.batch(bounded=True, timed=timed))
 
 
 class _Responses:
@@ -139,8 +142,9 @@ class _Responses:
             i.name not in ("UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE") for i in items)
         self.has_flags = any(i.name == "FLAGS" for i in items)
 
-    def batch(self, *, bounded: bool) -> bool:
-        """Render the next batch (all the rest unless ``bounded``); True once every message is done."""
+    def batch(self, *, bounded: bool, timed: bool = True) -> bool:
+        """Render the next batch (all the rest unless ``bounded``; of TURN_BYTES, and of TURN_SECONDS if
+        ``timed``); True once every message is done."""
         s, view, cmd, items, seen_now = self.s, self.view, self.cmd, self.items, self.seen_now
         need_structure, has_flags = self.need_structure, self.has_flags
         started = time.perf_counter()
@@ -193,7 +197,7 @@ class _Responses:
                     if bounded:
                         if need_structure:  # bodies and headers: the bytes and the time of every message
                             written += len(response)
-                            if written >= TURN_BYTES or time.perf_counter() - started >= TURN_SECONDS:
+                            if written >= TURN_BYTES or timed and time.perf_counter() - started >= TURN_SECONDS:
                                 break
                         elif not pos & 31 and time.perf_counter() - started >= TURN_SECONDS:
                             break
