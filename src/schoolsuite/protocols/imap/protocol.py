@@ -56,6 +56,9 @@ class ImapLimits:
 
 LITERAL_MINUS_MAX = 4096  # RFC 7888 §5: the largest non-synchronizing literal under LITERAL-
 CLOSE_GRACE_SECONDS = 2.0  # after BYE, a TLS connection still open this long is aborted
+# On server shutdown the wait is shorter: enough for the BYE to leave, not for every client to answer
+# close_notify (most never do), which held every stop (systemctl restart) 2 s.
+SHUTDOWN_CLOSE_GRACE_SECONDS = 0.5
 SHUTDOWN_WAIT_SECONDS = 5.0  # on shutdown, a running command gets this long to answer before the BYE
 IDLE_POLL_SECONDS = 30  # an IDLE session also checks the store this often (changes from other processes)
 
@@ -161,7 +164,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         for d in lost:
             d.callback(None)
 
-    def _drop(self) -> None:
+    def _drop(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
         """Close after what was sent; nothing more is read, written or resumed.
 
         Over TLS, loseConnection waits for the client's close_notify; a client that
@@ -173,7 +176,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             self._turns.stop(Failure(defer.CancelledError("connection closed")))
         self.transport.loseConnection()
         if self._abort_call is None:
-            self._abort_call = self.callLater(CLOSE_GRACE_SECONDS, self._abort)
+            self._abort_call = self.callLater(grace, self._abort)
 
     def _abort(self) -> None:
         self._abort_call = None
@@ -223,7 +226,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if not self._closed:
             # RFC 5530 §3 UNAVAILABLE: a temporary failure; the client may reconnect later.
             self.send(b"* BYE [UNAVAILABLE] Server shutting down\r\n")
-            self._drop()
+            self._drop(SHUTDOWN_CLOSE_GRACE_SECONDS)
 
     def _in_turns(self, step: Any) -> defer.Deferred[None]:
         """Session.in_turns: one step per reactor turn, paced by the transport's write buffer."""
