@@ -64,6 +64,29 @@ def test_the_file_is_filled_ahead_with_zeros(tmp_path, master_key, small_steps):
     store.close()
 
 
+def test_a_reopened_store_does_not_fill_again(tmp_path, master_key, small_steps):
+    """What a filler wrote before stays filled: the next process (a restart, a CLI command) writes no zeros there."""
+    store = open_lmdb(tmp_path, master_key)
+    account = make_account(store, "a@school.example")
+    with store.write() as txn:
+        content.put_content(txn.user(account), os.urandom(2 << 20))
+    used = _used(store)
+    _wait(lambda: store._grower.filled >= used + filegrow.ahead(used))
+    store.close()
+    size = (tmp_path / "data" / "data.mdb").stat().st_size
+
+    store = open_lmdb(tmp_path, master_key)
+    assert store._grower.filled == size
+    slices = []
+    fill_slice = store._grower._fill_slice
+    store._grower._fill_slice = lambda: slices.append(fill_slice()) or slices[-1]
+    with store.write() as txn:
+        txn.user(account).put(SPACE_CONTENT, b"small", b"x" * 100)
+    time.sleep(0.2)
+    store.close()
+    assert slices == []
+
+
 def test_filling_never_overwrites_what_lmdb_wrote(tmp_path, master_key, small_steps):
     """Writers in several threads grow the store while the filler works in tiny slices; every record survives.
 

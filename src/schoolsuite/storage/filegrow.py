@@ -85,11 +85,14 @@ class FileGrower:
         self._wanted = threading.Event()
         self._closing = False
         self._target = 0
-        self.filled = 0  # end of the zeros this process wrote (a restart fills its step once more)
         self.failure: str | None = None
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            # Past LMDB's last page, the file holds what an earlier filler wrote, or pages of commits a crash
+            # undid: written blocks either way, nothing to fill again (a restart does not rewrite a GiB).
+            self.filled = os.fstat(self._fd).st_size
         except OSError as e:
+            self.filled = 0
             self._fd = -1
             self._give_up(e)
         self._thread = threading.Thread(target=self._run, name="store-filler", daemon=True)
