@@ -122,6 +122,14 @@ class AuthConfig:
 
 
 @dataclass
+class AuditConfig:
+    """[audit]"""
+
+    retention_days: int = _opt(365, "Days an entry of the audit log (who changed which account, when) is kept; "
+                                    "older entries are deleted at start and daily.", min=1)
+
+
+@dataclass
 class DavConfig:
     """[dav]"""
 
@@ -247,6 +255,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     dav: DavConfig = field(default_factory=DavConfig)
     webdav: WebDAVConfig = field(default_factory=WebDAVConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)

@@ -168,6 +168,7 @@ class Server:
         self.config, self.reactor, self.store, self.services = config, reactor, store, services
         self.planned: list[_Planned] = []
         self.ports: list[IListeningPort] = []
+        self.retention: Any = None  # the audit log's (services/audit.py), once listening
         self._stopped = False
 
     @defer.inlineCallbacks
@@ -183,6 +184,12 @@ class Server:
                 raise ServerError(f"cannot listen for {plan.name} on {plan.listener.endpoint}: {exc}") from None
             self.ports.append(port)
             print(f"listening: {plan.name} on {_address(port)} ({TLS_LABELS[plan.listener.tls]})", flush=True)
+        if self.services is not None:
+            from schoolsuite.services.audit import Retention
+
+            self.retention = Retention(self.store, self.services.writer, self.config.audit.retention_days,
+                                       self.reactor)
+            self.retention.start()
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
@@ -190,6 +197,8 @@ class Server:
         if self._stopped:
             return
         self._stopped = True
+        if self.retention is not None:
+            self.retention.stop()
         try:
             yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
             yield defer.DeferredList([defer.maybeDeferred(drain) for drain in SHUTDOWN_DRAINS])

@@ -121,6 +121,19 @@ def scan_audit(txn: ReadTxn, since: float = 0.0) -> Iterator[AuditEntry]:
             yield AuditEntry(**json.loads(raw))
 
 
+def purge_audit(txn: WriteTxn, before: float, limit: int) -> int:
+    """Delete the oldest audit entries written before ``before``, at most ``limit``; returns how many."""
+    end = _AUDIT + _NS.pack(int(before * 1e9))
+    keys = []
+    for key, _ in txn.directory_scan(_AUDIT):
+        if key >= end or len(keys) >= limit:
+            break
+        keys.append(key)
+    for key in keys:
+        txn.directory_delete(key)
+    return len(keys)
+
+
 # -- SCIM facts of a user ---------------------------------------------------------
 
 
