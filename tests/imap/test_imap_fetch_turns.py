@@ -62,6 +62,19 @@ def _fetched(out: bytes) -> list[int]:
     return [int(n) for n in re.findall(rb"\* (\d+) FETCH", out)]
 
 
+def _paused_then_resumed(clock: Clock, c: Conn, tag: bytes) -> bytes:
+    """While the transport's buffer is full (pauseProducing) nothing is rendered; after resumeProducing the
+    command goes on where it stopped: what it wrote until its tagged reply."""
+    producer = c.transport.producer
+    assert producer is not None and c.transport.streaming
+    producer.pauseProducing()
+    for _ in range(5):
+        clock.advance(0)
+    assert c.read() == b""
+    producer.resumeProducing()
+    return _turns(clock, c, tag)
+
+
 def test_large_fetch_goes_in_turns(services, alice, small_turns):
     """UID FETCH 1:* over more than SMALL_FETCH messages writes one batch now and the rest in later turns;
     another session is answered in between, and the fetching session's next command waits its turn."""
@@ -101,14 +114,7 @@ def test_a_few_big_messages_go_in_turns_by_their_bytes(services, alice):
     c = _conn(services, clock)
     first = c.send(b"F FETCH 1:* (BODY.PEEK[TEXT])\r\n")
     assert 1 <= len(_fetched(first)) <= ops_fetch.TURN_BYTES // len(big) + 1 and b"F OK" not in first
-    producer = c.transport.producer
-    assert producer is not None
-    producer.pauseProducing()
-    for _ in range(5):
-        clock.advance(0)
-    assert c.read() == b""
-    producer.resumeProducing()
-    rest = _turns(clock, c, b"F")
+    rest = _paused_then_resumed(clock, c, b"F")
     assert _fetched(first + rest) == list(range(1, 13))
     assert (first + rest).count(big) == 12 and rest.endswith(b"F OK FETCH completed\r\n")
 
@@ -120,14 +126,7 @@ def test_full_write_buffer_pauses_the_batches(services, alice, small_turns):
     clock = Clock()
     c = _conn(services, clock)
     first = c.send(b"F FETCH 1:* (FLAGS)\r\n")
-    producer = c.transport.producer
-    assert producer is not None and c.transport.streaming
-    producer.pauseProducing()
-    for _ in range(5):
-        clock.advance(0)
-    assert c.read() == b""
-    producer.resumeProducing()
-    rest = _turns(clock, c, b"F")
+    rest = _paused_then_resumed(clock, c, b"F")
     assert _fetched(first + rest) == list(range(1, 201)) and rest.endswith(b"F OK FETCH completed\r\n")
 
 
