@@ -6,6 +6,7 @@ and a function ``(directory, master_key) -> Store``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +44,11 @@ def raw_items(data_dir: Path, db: bytes) -> dict[bytes, bytes]:
             return dict(txn.cursor(db=env.open_db(db, txn=txn, create=False)))
     finally:
         env.close()
+
+
+def wait_until(until: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``until()`` (a store's background thread at work) until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)

@@ -8,17 +8,10 @@ import threading
 import time
 
 import pytest
-from storehelp import make_account, open_lmdb
+from storehelp import make_account, open_lmdb, wait_until
 
 from schoolsuite.storage import content, filegrow
 from schoolsuite.storage.spaces import SPACE_CONTENT
-
-
-def _wait(until, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def _used(store):
@@ -50,7 +43,7 @@ def test_the_file_is_filled_ahead_with_zeros(tmp_path, master_key, small_steps):
         info = content.put_content(txn.user(account), data)
     used = _used(store)
     grower = store._grower
-    _wait(lambda: grower.filled >= used + filegrow.ahead(used))
+    wait_until(lambda: grower.filled >= used + filegrow.ahead(used))
     path = tmp_path / "data" / "data.mdb"
     assert path.stat().st_size >= used + filegrow.ahead(used)
     with path.open("rb") as fh:
@@ -71,7 +64,7 @@ def test_a_reopened_store_does_not_fill_again(tmp_path, master_key, small_steps)
     with store.write() as txn:
         content.put_content(txn.user(account), os.urandom(2 << 20))
     used = _used(store)
-    _wait(lambda: store._grower.filled >= used + filegrow.ahead(used))
+    wait_until(lambda: store._grower.filled >= used + filegrow.ahead(used))
     store.close()
     size = (tmp_path / "data" / "data.mdb").stat().st_size
 
@@ -141,7 +134,7 @@ def test_without_fallocate_the_filler_turns_itself_off(tmp_path, master_key, sma
     account = make_account(store, "a@school.example")
     with store.write() as txn:
         content.put_content(txn.user(account), os.urandom(1 << 20))
-    _wait(lambda: store._grower.failure is not None)
+    wait_until(lambda: store._grower.failure is not None)
     assert "fallocate" in store._grower.failure
     with store.write() as txn:  # the store goes on without it
         info = content.put_content(txn.user(account), b"still here")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from storehelp import wait_until
+
 from schoolsuite.storage import store as store_module
 
 
@@ -26,13 +28,6 @@ def _counting(store):
     env = CountingEnv(store._env)
     store._env = env
     return env
-
-
-def _wait(until, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_durable_write_syncs_before_returning(lmdb_store):
@@ -63,7 +58,7 @@ def test_non_durable_write_is_visible_at_once_and_synced_within_the_delay(lmdb_s
     assert env.syncs == 0
     with lmdb_store.read() as txn:
         assert txn.meta_get(b"t") == b"2"
-    _wait(lambda: env.syncs == 1)
+    wait_until(lambda: env.syncs == 1)
     assert time.monotonic() - started < store_module.FLUSH_DELAY + 1.0
     time.sleep(store_module.FLUSH_DELAY * 3)
     assert env.syncs == 1, "nothing more was owed"
@@ -75,7 +70,7 @@ def test_many_non_durable_writes_share_one_flush(lmdb_store):
     for i in range(50):
         with lmdb_store.write(durable=False) as txn:
             txn.meta_put(b"t", b"%d" % i)
-    _wait(lambda: env.syncs >= 1)
+    wait_until(lambda: env.syncs >= 1)
     time.sleep(store_module.FLUSH_DELAY * 3)
     assert env.syncs <= 2
 
