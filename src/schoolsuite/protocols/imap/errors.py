@@ -36,6 +36,11 @@ class Bye(ImapError):
     status = b"BYE"
 
 
+class Cut(ImapError):
+    """A response already begun cannot be finished (a streamed literal whose bytes are gone): the connection
+    is closed without another byte, since anything else would be read as part of the literal."""
+
+
 def reply_for(tag: bytes, exc: BaseException) -> bytes:
     """The one place exceptions become wire replies; a fault is logged with an incident id."""
     if isinstance(exc, ImapError):

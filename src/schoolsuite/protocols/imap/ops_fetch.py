@@ -11,16 +11,21 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Union
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from ...storage import mail, mime
 from ...storage.store import CHUNK_SIZE
 from . import render
-from .errors import No
+from .errors import Cut, No
 from .grammar import Fetch, FetchItem, Section
 from .session import Session
+
+log = Logger(namespace="schoolsuite.imap")
 
 _SETS_SEEN = frozenset(("BODY", "BINARY", "RFC822", "RFC822.TEXT"))
 
@@ -103,6 +108,39 @@ TURN_SECONDS = 0.004
 TURN_BYTES = 512 << 10
 _PAGE = 128  # uids whose index entries a batch reads at once (one index page when they are consecutive)
 
+# A literal of more than STREAM_LITERAL bytes that is a byte range of the stored message (BODY[], RFC822,
+# BODY[TEXT], BODY[n], BODY[n.MIME], their partials) is never built in memory: its response is written as
+# the text before the literal, then the literal's bytes one PIECE per reactor turn, each read in a short
+# read transaction of its own, aligned to the store's content chunks and only when the transport wants
+# more (the same pacing as the batches), then the rest of the response. Memory per FETCH stays about one
+# PIECE beyond the transport's buffer whatever the message size. 1 MiB: below it a literal costs less to
+# build than the turns it would take (four content chunks), and a batch then stays within about
+# TURN_BYTES + STREAM_LITERAL. While a response is begun and not finished (Session.open_response) no
+# other byte may go out on the connection; a piece that cannot be read as announced (the message
+# expunged and its content freed by another session) ends the connection instead (Cut).
+STREAM_LITERAL = 1 << 20
+PIECE = TURN_BYTES - TURN_BYTES % CHUNK_SIZE or CHUNK_SIZE
+
+
+@dataclass
+class _Stream:
+    """The bytes ``[start, end)`` of a stored message's content, still to be written."""
+
+    content_id: bytes
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """A FETCH item whose literal is streamed: its text up to the literal's ``{n}\r\n``, and the bytes."""
+
+    head: bytes
+    stream: _Stream
+
+
+_Part = Union[bytes, _Streamed]
+
 
 def _render(s: Session, cmd: Fetch, uids: list[int], items: list[FetchItem],
             seen_now: dict[int, mail.IndexEntry]) -> defer.Deferred[None] | None:
@@ -141,11 +179,15 @@ class _Responses:
         self.need_structure = any(
             i.name not in ("UID", "FLAGS", "MODSEQ", "INTERNALDATE", "RFC822.SIZE") for i in items)
         self.has_flags = any(i.name == "FLAGS" for i in items)
+        self.segments: deque[bytes | _Stream] = deque()  # the rest of a response being streamed
 
     def batch(self, *, bounded: bool, timed: bool = True) -> bool:
         """Render the next batch (all the rest unless ``bounded``; of TURN_BYTES, and of TURN_SECONDS if
         ``timed``); True once every message is done."""
         s, view, cmd, items, seen_now = self.s, self.view, self.cmd, self.items, self.seen_now
+        if self.segments:
+            self._stream_turn()
+            return not self.segments and self.pos >= len(self.uids)
         need_structure, has_flags = self.need_structure, self.has_flags
         started = time.perf_counter()
         written = 0
@@ -189,7 +231,13 @@ class _Responses:
                     if uid in seen_now and not has_flags:
                         parts.append(b"FLAGS (" + " ".join(_flags(entry.flags | mail.SEEN, table, uid, view.recent))
                                      .encode("utf-8") + b")")
-                    response = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
+                    if any(isinstance(p, _Streamed) for p in parts):
+                        # A literal too big to build: the text up to it now, its bytes in the next turns.
+                        self.segments = _segments(seq, parts)
+                        out.append(self.segments.popleft())  # type: ignore[arg-type]
+                        s.open_response = True
+                        break
+                    response = b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))  # type: ignore[arg-type]
                     out.append(response)
                     if len(out) >= 256:
                         s.send(b"".join(out))
@@ -207,7 +255,65 @@ class _Responses:
             self.pos = pos
             if out:
                 s.send(b"".join(out))
-        return pos >= len(uids)
+        return not self.segments and pos >= len(uids)
+
+    def _stream_turn(self) -> None:
+        """Write the streamed response on: one PIECE of its literal, and the text after it up to the next."""
+        s = self.s
+        segments = self.segments
+        read = False
+        while segments:
+            seg = segments[0]
+            if isinstance(seg, bytes):
+                s.send(seg)
+                segments.popleft()
+                continue
+            if read:
+                break
+            piece = self._piece(seg)
+            read = True
+            seg.start += len(piece)
+            if seg.start >= seg.end:
+                segments.popleft()
+            s.send(piece)
+        s.open_response = bool(segments)
+
+    def _piece(self, seg: _Stream) -> bytes:
+        """The next PIECE of a streamed literal, up to a chunk boundary, in a read transaction of its own.
+
+        The content is immutable and reference-counted: it reads the same until the last message that
+        refers to it is expunged, then not at all. Bytes that cannot be read as announced are never
+        replaced by others: the connection is ended (Cut), which a client sees as a short literal.
+        """
+        stop = min(seg.end, (seg.start // CHUNK_SIZE) * CHUNK_SIZE + PIECE)
+        try:
+            with self.s.read() as txn:
+                data = mail.read_message(self.s.user(txn), seg.content_id, seg.start, stop)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the literal cannot be finished
+            log.info("IMAP FETCH: a streamed literal could not be read on ({error!r}); closing", error=exc)
+            raise Cut("message content gone while it was sent") from None
+        if len(data) != stop - seg.start:
+            raise Cut("message content shorter than announced")
+        return data
+
+
+def _segments(seq: int, parts: list[_Part]) -> deque[bytes | _Stream]:
+    """A FETCH response as text and streamed literals, in order; adjacent text joined; text comes first."""
+    out: deque[bytes | _Stream] = deque()
+    text = [b"* %d FETCH (" % seq]
+    for n, part in enumerate(parts):
+        if n:
+            text.append(b" ")
+        if isinstance(part, bytes):
+            text.append(part)
+            continue
+        text.append(part.head)
+        out.append(b"".join(text))
+        out.append(part.stream)
+        text = []
+    text.append(b")\r\n")
+    out.append(b"".join(text))
+    return out
 
 
 def _flags(mask: int, table: list[str], uid: int, recent: set[int]) -> list[str]:
@@ -237,7 +343,7 @@ class _Body:
 
 
 def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str], body: _Body | None,
-          recent: set[int], flag_cache: dict[int, bytes]) -> bytes:
+          recent: set[int], flag_cache: dict[int, bytes]) -> _Part:
     name = item.name
     if name == "UID":
         return b"UID %d" % entry.uid
@@ -264,15 +370,23 @@ def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str],
     if name == "BODY" and item.section is None:
         return b"BODY " + render.bodystructure(root, False)
     if name == "RFC822":
-        return b"RFC822 " + _literal(body.range(0, root.end))
+        return _range_literal(b"RFC822 ", body, 0, root.end)
     if name == "RFC822.HEADER":
         return b"RFC822.HEADER " + _literal(body.range(root.hstart, root.bstart))
     if name == "RFC822.TEXT":
-        return b"RFC822.TEXT " + _literal(body.range(root.bstart, root.end))
+        return _range_literal(b"RFC822.TEXT ", body, root.bstart, root.end)
     sec = item.section
     assert sec is not None
     if name.startswith("BINARY"):
         return _binary(item, sec, body)
+    span = section_span(body, sec)
+    if span is not None:
+        start, end = span
+        if sec.partial is not None:
+            start = min(start + sec.partial[0], end)
+            end = min(start + sec.partial[1], end)
+        if end - start > STREAM_LITERAL:
+            return _range_literal(section_label(name, sec) + b" ", body, start, end)
     data = section_bytes(body, sec)
     if data is None:
         return section_label(name, sec) + b" NIL"
@@ -284,6 +398,39 @@ def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str],
 
 def _literal(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
+
+
+def _range_literal(label: bytes, body: _Body, start: int, end: int) -> _Part:
+    """``label`` and the message bytes ``[start, end)`` as a literal: built, or streamed when large."""
+    if end - start > STREAM_LITERAL:
+        return _Streamed(label + b"{%d}\r\n" % (end - start), _Stream(body.stored.content_id, start, end))
+    return label + _literal(body.range(start, end))
+
+
+def section_span(body: _Body, sec: Section) -> tuple[int, int] | None:
+    """The message bytes a section is (RFC 3501 §6.4.5), when it is a plain slice of the stored message:
+    not for a part that does not exist, header field selections, or a part sent re-encoded."""
+    root = body.root
+    target = mime.resolve(root, list(sec.part)) if sec.part else root
+    if target is None:
+        return None
+    if sec.specifier == "MIME":
+        return target.hstart, target.bstart
+    if sec.specifier in ("HEADER", "TEXT"):
+        if sec.part:
+            if target.message is None:
+                return None
+            target = target.message
+        if sec.specifier == "TEXT":
+            return target.bstart, target.end
+        return target.hstart, target.bstart
+    if sec.specifier:
+        return None
+    if not sec.part:
+        return 0, root.end
+    if (target.encoding or "").lower() == "binary":
+        return None  # may hold NUL: see section_bytes
+    return target.bstart, target.end
 
 
 def section_bytes(body: _Body, sec: Section) -> bytes | None:

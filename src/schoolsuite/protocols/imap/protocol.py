@@ -29,7 +29,7 @@ from zope.interface import implementer
 from ...metrics import REGISTRY
 from . import ops_auth, ops_fetch, ops_mailbox, ops_message, ops_search, ops_select
 from .commands import parse_command
-from .errors import Bad, Bye, ImapError, No, reply_for
+from .errors import Bad, Bye, Cut, ImapError, No, reply_for
 from .grammar import LITERAL_RE, Authenticate, Command, Login, ParseError
 from .session import Session
 
@@ -183,9 +183,29 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         if not self._gone:
             self.transport.abortConnection()
 
-    def timeoutConnection(self) -> None:  # noqa: N802
-        self.send(b"* BYE Autologout; idle for too long\r\n")
+    def _mid_response(self) -> bool:
+        """A response is partly written (a streamed literal): nothing else may be sent before its end."""
+        return self.session is not None and self.session.open_response
+
+    def _cut(self, why: str) -> None:
+        """Close without another byte, in the middle of a response: the client sees a short literal and a
+        closed connection, never bytes other than the ones it was announced."""
+        log.info("IMAP connection closed in the middle of a response: {why}", why=why)
+        assert self.session is not None
+        self.session.open_response = False
+        self._closed = True
         self._drop()
+
+    def _say_bye(self, bye: bytes, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """``bye`` then close; only close when a response is partly written."""
+        if self._mid_response():
+            self._cut(bye.decode("latin-1").strip())
+            return
+        self.send(bye)
+        self._drop(grace)
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self._say_bye(b"* BYE Autologout; idle for too long\r\n")
 
     def _capabilities(self) -> list[str]:
         assert self.session is not None
@@ -201,8 +221,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
 
     def close_session(self) -> None:
         """Called when the account is deleted or disabled."""
-        self.send(b"* BYE Account closed\r\n")
-        self._drop()
+        self._say_bye(b"* BYE Account closed\r\n")
 
     def shutdown(self) -> defer.Deferred[None]:
         """Server shutdown: ``* BYE`` (RFC 3501 §7.1.5) once the running command has answered (a store
@@ -214,8 +233,8 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._lost.append(d)
         if not self._shutting:
             self._shutting = True
-            if self._turns is not None:
-                self._turns.stop(Failure(No("Server shutting down", "UNAVAILABLE")))
+            if self._turns is not None:  # a response partly written is finished first (within the wait below)
+                self._turns.stop_between_responses(Failure(No("Server shutting down", "UNAVAILABLE")))
             if not self._busy:
                 self._bye()
             else:
@@ -225,15 +244,16 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def _bye(self) -> None:
         if not self._closed:
             # RFC 5530 §3 UNAVAILABLE: a temporary failure; the client may reconnect later.
-            self.send(b"* BYE [UNAVAILABLE] Server shutting down\r\n")
-            self._drop(SHUTDOWN_CLOSE_GRACE_SECONDS)
+            self._say_bye(b"* BYE [UNAVAILABLE] Server shutting down\r\n", SHUTDOWN_CLOSE_GRACE_SECONDS)
 
     def _in_turns(self, step: Any) -> defer.Deferred[None]:
         """Session.in_turns: one step per reactor turn, paced by the transport's write buffer."""
         assert self._turns is None, "one long response at a time"
-        if self._shutting:  # e.g. a FETCH whose \Seen write was answered after the shutdown began
-            return defer.fail(No("Server shutting down", "UNAVAILABLE"))
+        stopping = Failure(No("Server shutting down", "UNAVAILABLE")) if self._shutting else None
+        if stopping is not None and not self._mid_response():
+            return defer.fail(stopping)  # e.g. a FETCH whose \Seen write was answered after the shutdown began
         turns = self._turns = _Turns(self, step)
+        turns.stopping = stopping  # a response already begun is finished first
 
         def done(result: Any) -> Any:
             if self._turns is turns:
@@ -252,8 +272,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             try:
                 data = self._inflate.decompress(data)
             except zlib.error:
-                self.send(b"* BYE Bad compressed data\r\n")
-                self._drop()
+                self._say_bye(b"* BYE Bad compressed data\r\n")
                 return
         self._buf += data
         self._process()
@@ -417,6 +436,13 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         assert s is not None
         tag = cmd.tag.encode("latin-1")
         COMMAND_SECONDS.labels(cmd.name).observe(time.perf_counter() - started)
+        if isinstance(result, Failure) and (s.open_response or isinstance(result.value, Cut)):
+            # The response is partly written (a streamed literal): a tagged NO now would be read as its bytes.
+            if not isinstance(result.value, ImapError):
+                log.failure("IMAP {command} failed mid-response", failure=result, command=cmd.name)
+            COMMANDS.labels(cmd.name, "no").inc()
+            self._cut(str(result.value) or type(result.value).__name__)
+            return
         if isinstance(result, Failure):
             exc = result.value
             if not isinstance(exc, ImapError):
@@ -639,6 +665,7 @@ class _Turns:
         self.proto = proto
         self.step = step
         self.done: defer.Deferred[None] = defer.Deferred()
+        self.stopping: Failure | None = None  # end with this once no response is partly written
         self.paused = False
         self.call: Any = None
         self.registered = True
@@ -658,6 +685,8 @@ class _Turns:
             return
         if finished:
             self._end(None)
+        elif self.stopping is not None and not self.proto._mid_response():
+            self._end(self.stopping)
         else:
             self._schedule()
 
@@ -676,8 +705,15 @@ class _Turns:
             self.done.callback(result)
 
     def stop(self, failure: Failure) -> None:
-        """End before the last step (connection closing, server stopping) with ``failure``."""
+        """End before the last step (connection closing) with ``failure``."""
         self._end(failure)
+
+    def stop_between_responses(self, failure: Failure) -> None:
+        """End with ``failure`` (server stopping) now, or once the response partly written is finished."""
+        if self.proto._mid_response():
+            self.stopping = failure
+        else:
+            self._end(failure)
 
     # IPushProducer, called by the transport
     def pauseProducing(self) -> None:  # noqa: N802

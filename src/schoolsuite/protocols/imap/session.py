@@ -103,6 +103,9 @@ class Session:
         self.on_change: Callable[[], None] | None = None
         #: Set by the protocol: runs a long response one step per reactor turn (see :meth:`in_turns`).
         self.pacer: Callable[[Callable[[], bool]], defer.Deferred[None]] | None = None
+        #: A response is partly written (a FETCH streaming a large literal): until it is finished no other
+        #: byte may go out, or the client would read it as part of the literal (see ops_fetch.STREAM_LITERAL).
+        self.open_response = False
 
     # -- state -------------------------------------------------------------
 
