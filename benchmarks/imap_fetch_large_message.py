@@ -6,7 +6,9 @@ each on a freshly started server (so that memory kept by an earlier command does
 hide a peak), over a plain loopback connection:
 
 - ``FETCH 1 BODY.PEEK[]`` read as fast as the client can: time, and the server's peak
-  RSS above its RSS before the command (sampled every 5 ms from /proc);
+  anonymous RSS above what it was before the command (sampled every 5 ms from /proc; the
+  store's data file is mapped, and the pages of it that a FETCH touches count in VmRSS but are
+  page cache, not the server's memory);
 - the same FETCH by a client that reads nothing for 3 s: the RSS above the baseline
   while it does not read (what a stalled phone costs), then the time to read it all;
 - ``FETCH 1 BINARY.PEEK[2]`` (the attachment, decoded) read at once: time and peak.
@@ -44,7 +46,8 @@ def big_message(mb: int) -> bytes:
 
 
 class Peak:
-    """The highest VmRSS of ``pid`` while running, in KiB."""
+    """The highest anonymous RSS (RssAnon: the heap, not the store's mapped file pages, which the kernel
+    can drop at will) of ``pid`` while running, in KiB."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -55,13 +58,13 @@ class Peak:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _proc_kib(self.pid, "Rss"))
+            self.peak = max(self.peak, _proc_kib(self.pid, "RssAnon"))
             time.sleep(0.005)
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
-        return max(self.peak, _proc_kib(self.pid, "Rss"))
+        return max(self.peak, _proc_kib(self.pid, "RssAnon"))
 
 
 def restart(base: Path, proc, port: int):  # type: ignore[no-untyped-def]
@@ -85,7 +88,7 @@ def selected(port: int) -> Client:
 def fetch_fast(port: int, pid: int, what: str) -> tuple[float, int]:
     c = selected(port)
     time.sleep(0.3)
-    base = _proc_kib(pid, "Rss")
+    base = _proc_kib(pid, "RssAnon")
     peak = Peak(pid)
     started = time.perf_counter()
     c.command(f"FETCH 1 {what}")
@@ -98,7 +101,7 @@ def fetch_stalled(port: int, pid: int) -> tuple[int, float]:
     c = selected(port)
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     time.sleep(0.3)
-    base = _proc_kib(pid, "Rss")
+    base = _proc_kib(pid, "RssAnon")
     peak = Peak(pid)
     c.n += 1
     c.sock.sendall(b"t%d FETCH 1 BODY.PEEK[]\r\n" % c.n)

@@ -1,0 +1,174 @@
+"""A 30 MB message through a real ``schoolsuite serve``: fetched byte for byte by imaplib over TLS and by
+mbsync, with the server's memory bounded while a client does not read (the literal is streamed)."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imap_server import PASSWORD, USER, ImapServer, start, tls_context
+from support import require_program
+
+STREAMER = "stream@school.example"
+
+
+def _message() -> bytes:
+    """About 30 MB: a text part, a base64 attachment of 22 MB, a quoted-printable part."""
+    raw = os.urandom(22 << 20)
+    b64 = base64.encodebytes(raw).replace(b"\n", b"\r\n")
+    qp = b"caf=C3=A9 au lait=\r\n and more\r\n" * 1000
+    return (b"From: a@example.org\r\nTo: " + STREAMER.encode() + b"\r\nSubject: thirty megabytes\r\n"
+            b"Message-ID: <big@example.org>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+            b"See attached.\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--b\r\nContent-Type: text/plain\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp + b"--b--\r\n")
+
+
+BIG = _message()
+PART2 = BIG[BIG.index(b"base64\r\n\r\n") + 10:BIG.index(b"\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImapServer]:
+    """A real server whose user STREAMER has the 30 MB message and a small one in INBOX."""
+    s = start(tmp_path_factory.mktemp("imap-stream"), users=(USER, STREAMER))
+    try:
+        m = _imap(s)
+        m.append("INBOX", None, None, BIG)
+        m.append("INBOX", None, None, b"From: s@example.org\r\nSubject: small\r\n\r\nsmall\r\n")
+        m.logout()
+        yield s
+    finally:
+        s.stop()
+
+
+def _imap(server: ImapServer) -> imaplib.IMAP4_SSL:
+    m = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=tls_context(), timeout=60)
+    m.login(STREAMER, PASSWORD)
+    return m
+
+
+def test_imaplib_over_tls_gets_30_mb_byte_identical(server):
+    """imaplib over implicit TLS: BODY.PEEK[] of 30 MB, a 5 MB partial, the attachment part (BODY[2]) and the
+    whole FETCH of both messages are the stored bytes exactly, and the connection stays usable."""
+    m = _imap(server)
+    m.select("INBOX", readonly=True)
+    typ, data = m.fetch("1", "(UID BODY.PEEK[])")
+    assert typ == "OK" and data[0][1] == BIG
+    typ, data = m.fetch("1", "(BODY.PEEK[]<1000000.5000000>)")
+    assert data[0][0].endswith(b"BODY[]<1000000> {5000000}") and data[0][1] == BIG[1000000:6000000]
+    typ, data = m.fetch("1", "(BODY.PEEK[2] BODY.PEEK[2.MIME])")
+    assert data[0][1] == PART2 and data[1][1] == b"Content-Type: application/octet-stream\r\n" \
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+    typ, data = m.fetch("1:2", "(RFC822.SIZE BODY.PEEK[])")
+    assert typ == "OK" and data[0][1] == BIG and data[2][1].endswith(b"small\r\n")
+    assert m.noop()[0] == "OK"
+    m.logout()
+
+
+def _rss_anon_kib(pid: int) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^RssAnon:\s+(\d+) kB", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_memory_stays_bounded_while_a_client_does_not_read(server):
+    """A client over TLS that asks for the 30 MB message and reads nothing for 2 s costs the server less than
+    16 MiB of heap (the response was built whole before: about 90 MiB); then it reads all of it intact."""
+    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 30)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+    f = sock.makefile("rb")
+    f.readline()
+    sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
+    while not f.readline().startswith(b"s OK"):
+        pass
+    time.sleep(0.3)
+    before = _rss_anon_kib(server.proc.pid)
+    sock.sendall(b"f FETCH 1 (BODY.PEEK[])\r\n")
+    peak = before
+    for _ in range(20):
+        time.sleep(0.1)
+        peak = max(peak, _rss_anon_kib(server.proc.pid))
+    assert (peak - before) < 16 << 10, f"server heap grew by {(peak - before) >> 10} MiB"
+    head = f.readline()
+    assert head == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
+    assert f.read(len(BIG)) == BIG
+    assert f.readline() == b")\r\n" and f.readline() == b"f OK FETCH completed\r\n"
+    sock.close()
+
+
+def test_mbsync_pulls_a_30_mb_message_intact(server, tmp_path):
+    """mbsync (isync) syncs the mailbox holding the 30 MB message into a Maildir; the file is the message."""
+    mbsync = require_program("mbsync")
+    maildir = tmp_path / "Mail"
+    maildir.mkdir()
+    (tmp_path / "pass").write_text(PASSWORD)
+    config = tmp_path / "mbsyncrc"
+    config.write_text(f"""IMAPAccount school
+Host 127.0.0.1
+Port {server.imaps_port}
+User {STREAMER}
+PassCmd "cat {tmp_path / 'pass'}"
+SSLType IMAPS
+CertificateFile {server.instance.cert}
+SystemCertificates no
+
+IMAPStore remote
+Account school
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+
+Channel school
+Far :remote:
+Near :local:
+Patterns INBOX
+Create Near
+SyncState *
+""")
+    run = subprocess.run([mbsync, "-c", str(config), "-a"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    files = sorted([*(maildir / "INBOX" / "cur").glob("*"), *(maildir / "INBOX" / "new").glob("*")],
+                   key=lambda p: p.stat().st_size)
+    assert len(files) == 2
+    # mbsync stores Maildir files with LF line ends, and adds its X-TUID header to track new messages.
+    got = re.sub(rb"\nX-TUID: [^\n]*\n", b"\n", files[1].read_bytes(), count=1)
+    assert got == BIG.replace(b"\r\n", b"\n")
+
+
+def test_compressed_tls_fetch_of_30_mb(server):
+    """COMPRESS=DEFLATE over TLS: the 30 MB message inflates to the stored bytes, and a pipelined command
+    after the streamed FETCH is answered after it, in order."""
+    import zlib
+
+    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 30)
+    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+    f = sock.makefile("rb")
+    f.readline()
+    sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\nz COMPRESS DEFLATE\r\n'.encode())
+    while not f.readline().startswith(b"z OK"):
+        pass
+    zin, zout = zlib.decompressobj(-15), zlib.compressobj(6, zlib.DEFLATED, -15)
+    sock.sendall(zout.compress(b"s EXAMINE INBOX\r\nf FETCH 1 (BODY.PEEK[])\r\nn NOOP\r\n")
+                 + zout.flush(zlib.Z_SYNC_FLUSH))
+    out = bytearray()
+    while not out.endswith(b"n OK NOOP completed\r\n"):
+        data = sock.recv(1 << 20)
+        assert data, bytes(out[-200:])
+        out += zin.decompress(data)
+    head = b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
+    i = out.index(head) + len(head)
+    assert out[i:i + len(BIG)] == BIG
+    assert out[i + len(BIG):].startswith(b")\r\nf OK FETCH completed\r\nn OK NOOP completed\r\n")
+    sock.close()
