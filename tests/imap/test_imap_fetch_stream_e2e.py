@@ -21,10 +21,12 @@ from support import require_program
 STREAMER = "stream@school.example"
 
 
+RAW = os.urandom(22 << 20)
+
+
 def _message() -> bytes:
     """About 30 MB: a text part, a base64 attachment of 22 MB, a quoted-printable part."""
-    raw = os.urandom(22 << 20)
-    b64 = base64.encodebytes(raw).replace(b"\n", b"\r\n")
+    b64 = base64.encodebytes(RAW).replace(b"\n", b"\r\n")
     qp = b"caf=C3=A9 au lait=\r\n and more\r\n" * 1000
     return (b"From: a@example.org\r\nTo: " + STREAMER.encode() + b"\r\nSubject: thirty megabytes\r\n"
             b"Message-ID: <big@example.org>\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
@@ -59,8 +61,8 @@ def _imap(server: ImapServer) -> imaplib.IMAP4_SSL:
 
 
 def test_imaplib_over_tls_gets_30_mb_byte_identical(server):
-    """imaplib over implicit TLS: BODY.PEEK[] of 30 MB, a 5 MB partial, the attachment part (BODY[2]) and the
-    whole FETCH of both messages are the stored bytes exactly, and the connection stays usable."""
+    """imaplib over implicit TLS: BODY.PEEK[] of 30 MB, a 5 MB partial, the attachment part (BODY[2]), its
+    decoded bytes (BINARY[2]) and the FETCH of both messages are exact, and the connection stays usable."""
     m = _imap(server)
     m.select("INBOX", readonly=True)
     typ, data = m.fetch("1", "(UID BODY.PEEK[])")
@@ -70,6 +72,8 @@ def test_imaplib_over_tls_gets_30_mb_byte_identical(server):
     typ, data = m.fetch("1", "(BODY.PEEK[2] BODY.PEEK[2.MIME])")
     assert data[0][1] == PART2 and data[1][1] == b"Content-Type: application/octet-stream\r\n" \
         b"Content-Transfer-Encoding: base64\r\n\r\n"
+    typ, data = m.fetch("1", "(BINARY.PEEK[2])")  # RFC 3516: decoded, literal8 since it holds NULs
+    assert data[0][0].endswith(b"BINARY[2] ~{%d}" % len(RAW)) and data[0][1] == RAW
     typ, data = m.fetch("1:2", "(RFC822.SIZE BODY.PEEK[])")
     assert typ == "OK" and data[0][1] == BIG and data[2][1].endswith(b"small\r\n")
     assert m.noop()[0] == "OK"

@@ -9,7 +9,6 @@ Non-PEEK body fetches set ``\\Seen`` first (one write), then report FLAGS.
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from twisted.logger import Logger
 
 from ...storage import mail, mime
 from ...storage.store import CHUNK_SIZE
-from . import render
+from . import cte, render
+from .cte import decode_qp  # noqa: F401 - also used by ops_search
 from .errors import Cut, No
 from .grammar import Fetch, FetchItem, Section
 from .session import Session
@@ -129,6 +129,9 @@ class _Stream:
     content_id: bytes
     start: int
     end: int
+    decoder: Any = None  # BINARY: what the bytes read go through (cte), then ``skip`` bytes dropped and
+    skip: int = 0  # at most ``length`` sent
+    length: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,10 +276,31 @@ class _Responses:
             piece = self._piece(seg)
             read = True
             seg.start += len(piece)
+            if seg.decoder is not None:
+                piece = self._decoded(seg, piece)
             if seg.start >= seg.end:
                 segments.popleft()
             s.send(piece)
         s.open_response = bool(segments)
+
+    def _decoded(self, seg: _Stream, raw: bytes) -> bytes:
+        """What a piece of a BINARY stream decodes to, within the bytes announced (Cut if fewer)."""
+        try:
+            out = seg.decoder.feed(raw)
+            if seg.start >= seg.end:
+                out += seg.decoder.end()
+        except cte.UndecodableError:
+            raise Cut("part no longer decodes as measured") from None
+        if seg.skip:
+            dropped = min(seg.skip, len(out))
+            out, seg.skip = out[dropped:], seg.skip - dropped
+        out = out[: seg.length]
+        seg.length -= len(out)
+        if seg.length and seg.start >= seg.end:
+            raise Cut("decoded part shorter than announced")
+        if not seg.length:
+            seg.start = seg.end  # all announced bytes sent: read no further
+        return out
 
     def _piece(self, seg: _Stream) -> bytes:
         """The next PIECE of a streamed literal, up to a chunk boundary, in a read transaction of its own.
@@ -285,7 +309,7 @@ class _Responses:
         refers to it is expunged, then not at all. Bytes that cannot be read as announced are never
         replaced by others: the connection is ended (Cut), which a client sees as a short literal.
         """
-        stop = min(seg.end, (seg.start // CHUNK_SIZE) * CHUNK_SIZE + PIECE)
+        stop = _piece_end(seg.start, seg.end)
         try:
             with self.s.read() as txn:
                 data = mail.read_message(self.s.user(txn), seg.content_id, seg.start, stop)
@@ -295,6 +319,11 @@ class _Responses:
         if len(data) != stop - seg.start:
             raise Cut("message content shorter than announced")
         return data
+
+
+def _piece_end(start: int, end: int) -> int:
+    """Where the piece of a streamed literal that begins at ``start`` ends: a content chunk boundary."""
+    return min(end, (start // CHUNK_SIZE) * CHUNK_SIZE + PIECE)
 
 
 def _segments(seq: int, parts: list[_Part]) -> deque[bytes | _Stream]:
@@ -480,60 +509,35 @@ def filter_header(header: bytes, names: set[str], exclude: bool) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
-_HEX = frozenset(b"0123456789ABCDEFabcdef")
-
-
-def decode_qp(data: bytes) -> bytes:
-    """RFC 2045 §6.7 quoted-printable: trailing blanks dropped, ``=`` at line end joins, CRLF line breaks."""
-    out = bytearray()
-    lines = data.split(b"\n")
-    for n, line in enumerate(lines):
-        last = n == len(lines) - 1
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        line = line.rstrip(b" \t")
-        soft = line.endswith(b"=")
-        if soft:
-            line = line[:-1]
-        i = 0
-        while i < len(line):
-            c = line[i]
-            if c == 0x3D and i + 2 < len(line) and line[i + 1] in _HEX and line[i + 2] in _HEX:
-                out.append(int(line[i + 1 : i + 3], 16))
-                i += 3
-                continue
-            out.append(c)
-            i += 1
-        if not soft and not last:
-            out += b"\r\n"
-    return bytes(out)
+def _decoder(encoding: str | None) -> Any:
+    d = cte.decoder(encoding)
+    if d is None:
+        raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")  # RFC 3516 §4.3
+    return d
 
 
 def _decode(data: bytes, encoding: str | None) -> bytes:
-    cte = (encoding or "7bit").lower()
-    if cte in ("7bit", "8bit", "binary"):
-        return data
-    if cte == "base64":
-        try:
-            return base64.b64decode(b"".join(data.split()), validate=False)
-        except (binascii.Error, ValueError):
-            raise No("Cannot decode the part's content", "UNKNOWN-CTE") from None
-    if cte == "quoted-printable":
-        return decode_qp(data)
-    raise No("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")  # RFC 3516 §4.3
+    d = _decoder(encoding)
+    try:
+        return d.feed(data) + d.end()
+    except cte.UndecodableError:
+        raise No("Cannot decode the part's content", "UNKNOWN-CTE") from None
 
 
-def _binary(item: FetchItem, sec: Section, body: _Body) -> bytes:
+def _binary(item: FetchItem, sec: Section, body: _Body) -> _Part:
     root = body.root
     target = mime.resolve(root, list(sec.part)) if sec.part else root
     if target is None:
         return section_label(item.name, sec) + b" NIL"
     if not sec.part:
-        data = body.range(0, root.end)
+        start, end, encoding = 0, root.end, None
     else:
         if target.multipart:
             raise No("BINARY of a multipart", "UNKNOWN-CTE")
-        data = _decode(body.range(target.bstart, target.end), target.encoding)
+        start, end, encoding = target.bstart, target.end, target.encoding
+    if end - start > STREAM_LITERAL:
+        return _binary_streamed(item, sec, body, start, end, encoding)
+    data = _decode(body.range(start, end), encoding)
     if item.name == "BINARY.SIZE":
         return b"BINARY.SIZE[%s] %d" % (".".join(str(p) for p in sec.part).encode(), len(data))
     if sec.partial is not None:
@@ -542,3 +546,33 @@ def _binary(item: FetchItem, sec: Section, body: _Body) -> bytes:
     if b"\x00" in data:
         return label + b" ~{%d}\r\n" % len(data) + data  # RFC 3516 literal8
     return label + b" " + _literal(data)
+
+
+def _binary_streamed(item: FetchItem, sec: Section, body: _Body, start: int, end: int,
+                     encoding: str | None) -> _Part:
+    """BINARY of a large part: decoded once piece by piece for its size (and whether the bytes sent hold a
+    NUL, which needs literal8), then streamed decoding again; never whole in memory. The first pass runs
+    in this batch's snapshot (one read transaction for the time it takes to decode the part)."""
+    lo, hi = (sec.partial[0], sec.partial[0] + sec.partial[1]) if sec.partial is not None else (0, 1 << 62)
+    d = _decoder(encoding)
+    size, nul, pos = 0, False, start
+    try:
+        while pos < end:
+            stop = _piece_end(pos, end)
+            out = d.feed(mail.read_message(body.user, body.stored.content_id, pos, stop))
+            pos = stop
+            if pos >= end:
+                out += d.end()
+            if not nul and size < hi and size + len(out) > lo:
+                nul = b"\x00" in out[max(0, lo - size) : hi - size]
+            size += len(out)
+    except cte.UndecodableError:
+        raise No("Cannot decode the part's content", "UNKNOWN-CTE") from None
+    if item.name == "BINARY.SIZE":
+        return b"BINARY.SIZE[%s] %d" % (".".join(str(p) for p in sec.part).encode(), size)
+    length = max(0, min(size, hi) - lo)
+    label = section_label("BINARY", sec)
+    if not length:
+        return label + b" {0}\r\n"
+    head = label + (b" ~{%d}\r\n" if nul else b" {%d}\r\n") % length  # RFC 3516 literal8 for NUL
+    return _Streamed(head, _Stream(body.stored.content_id, start, end, _decoder(encoding), lo, length))
