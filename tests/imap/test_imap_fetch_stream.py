@@ -249,7 +249,8 @@ def _streaming(services, clock, factory=None, *, turns: int = 2) -> tuple[Conn, 
 
 def test_expunged_mid_stream_closes_without_a_wrong_byte(services, alice, two_big):
     """Another session expunges the message being streamed (its content freed): the connection is closed
-    without another byte; everything sent is the true prefix of the response, no tagged reply."""
+    without another byte; everything sent is the true prefix of the response, no tagged reply; counted."""
+    cuts = ops_fetch.STREAMED.labels("cut")._value.get()
     clock = Clock()
     c, out = _streaming(services, clock)
     other = _conn(services, clock)
@@ -262,6 +263,7 @@ def test_expunged_mid_stream_closes_without_a_wrong_byte(services, alice, two_bi
     assert out.startswith(head) and two_big[1].startswith(out[len(head):])
     assert len(out) < len(head) + len(two_big[1]) and b"R " not in out[-100:]
     assert c.transport.disconnecting and c.transport.producer is None
+    assert ops_fetch.STREAMED.labels("cut")._value.get() == cuts + 1
 
 
 def test_expunged_but_copied_message_streams_on(services, alice, two_big):

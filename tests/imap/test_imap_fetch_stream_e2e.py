@@ -7,6 +7,7 @@ import base64
 import imaplib
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -176,3 +177,75 @@ def test_compressed_tls_fetch_of_30_mb(server):
     assert out[i:i + len(BIG)] == BIG
     assert out[i + len(BIG):].startswith(b")\r\nf OK FETCH completed\r\nn OK NOOP completed\r\n")
     sock.close()
+
+
+def test_offlineimap_mirrors_a_30_mb_message_intact(server, tmp_path):
+    """offlineimap mirrors the mailbox holding the 30 MB message into a Maildir; the file is the message."""
+    offlineimap = require_program("offlineimap")
+    maildir = tmp_path / "Mail"
+    config = tmp_path / "offlineimaprc"
+    config.write_text(f"""[general]
+accounts = school
+metadata = {tmp_path / 'meta'}
+
+[Account school]
+localrepository = local
+remoterepository = remote
+
+[Repository local]
+type = Maildir
+localfolders = {maildir}
+
+[Repository remote]
+type = IMAP
+remotehost = localhost
+remoteport = {server.imaps_port}
+remoteuser = {STREAMER}
+remotepass = {PASSWORD}
+ssl = yes
+sslcacertfile = {server.instance.cert}
+tls_level = tls_compat
+folderfilter = lambda name: name == "INBOX"
+""")
+    run = subprocess.run([offlineimap, "-c", str(config), "-o", "-u", "basic"], capture_output=True, text=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    files = sorted([*(maildir / "INBOX" / "cur").glob("*"), *(maildir / "INBOX" / "new").glob("*")],
+                   key=lambda p: p.stat().st_size)
+    assert len(files) == 2
+    got = files[1].read_bytes()
+    assert got in (BIG, BIG.replace(b"\r\n", b"\n")), (len(got), len(BIG))
+
+
+def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
+    """SIGTERM while a 30 MB literal is being sent to a client over TLS: the client still reads the whole
+    response, then NO [UNAVAILABLE] (not the next message) and * BYE; the server exits 0."""
+    s = start(tmp_path, users=(STREAMER,))
+    try:
+        m = _imap(s)
+        m.append("INBOX", None, None, BIG)
+        m.append("INBOX", None, None, BIG)
+        m.logout()
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # the server cannot run far ahead
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", s.imaps_port))
+        sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
+        while not f.readline().startswith(b"s OK"):
+            pass
+        sock.sendall(b"f FETCH 1:2 (BODY.PEEK[])\r\n")
+        assert f.readline() == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
+        first = f.read(1 << 20)
+        s.proc.send_signal(signal.SIGTERM)
+        rest = f.read(len(BIG) - len(first))
+        assert first + rest == BIG
+        assert f.readline() == b")\r\n"
+        assert f.readline() == b"f NO [UNAVAILABLE] Server shutting down\r\n"
+        assert f.readline() == b"* BYE [UNAVAILABLE] Server shutting down\r\n"
+        assert s.proc.wait(30) == 0
+        sock.close()
+    finally:
+        s.stop()

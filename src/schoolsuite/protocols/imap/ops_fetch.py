@@ -14,9 +14,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Union
 
+from prometheus_client import Counter
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ...metrics import REGISTRY
 from ...storage import mail, mime
 from ...storage.store import CHUNK_SIZE
 from . import cte, render
@@ -120,6 +122,10 @@ _PAGE = 128  # uids whose index entries a batch reads at once (one index page wh
 # expunged and its content freed by another session) ends the connection instead (Cut).
 STREAM_LITERAL = 1 << 20
 PIECE = TURN_BYTES - TURN_BYTES % CHUNK_SIZE or CHUNK_SIZE
+STREAMED = Counter("schoolsuite_imap_streamed_literals_total",
+                   "FETCH literals streamed from the store instead of built in memory: begun, and cut (the "
+                   "connection closed mid-literal since the rest could not be read).", ["result"],
+                   registry=REGISTRY)
 
 
 @dataclass
@@ -237,6 +243,7 @@ class _Responses:
                     if any(isinstance(p, _Streamed) for p in parts):
                         # A literal too big to build: the text up to it now, its bytes in the next turns.
                         self.segments = _segments(seq, parts)
+                        STREAMED.labels("begun").inc(sum(isinstance(p, _Streamed) for p in parts))
                         out.append(self.segments.popleft())  # type: ignore[arg-type]
                         s.open_response = True
                         break
@@ -315,6 +322,7 @@ class _Responses:
                 data = mail.read_message(self.s.user(txn), seg.content_id, seg.start, stop)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the literal cannot be finished
             log.info("IMAP FETCH: a streamed literal could not be read on ({error!r}); closing", error=exc)
+            STREAMED.labels("cut").inc()
             raise Cut("message content gone while it was sent") from None
         if len(data) != stop - seg.start:
             raise Cut("message content shorter than announced")
