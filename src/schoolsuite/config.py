@@ -240,6 +240,9 @@ class SMTPConfig:
     smarthost_password_file: str = _opt("", "File holding the smarthost password.")
     smarthost_ca_file: str = _opt("", "CA certificates (PEM) to verify the smarthost; empty: the system's.")
     outbound_port: int = _opt(25, "Port of remote MX hosts for direct delivery.", min=1)
+    mta_sts: bool = _opt(True, "Honour recipient domains' MTA-STS policies (RFC 8461) for direct delivery: with "
+                               "mode enforce, only the MX hosts the policy names, with STARTTLS and a valid "
+                               "certificate. Policies are cached (sealed) in the store until they expire.")
     queue_retry_initial_seconds: int = _opt(300, "First retry delay; it doubles after each failed attempt.", min=1)
     queue_retry_max_seconds: int = _opt(14400, "Longest delay between two attempts.", min=1)
     queue_delay_warning_seconds: int = _opt(14400, "Warn the sender once a message has waited this long.", min=1)

@@ -4,18 +4,30 @@ The route is the configured smarthost (STARTTLS or implicit TLS required
 unless configured off, AUTH when a user is set) or, without one, the
 recipient domain's MX hosts in preference order (RFC 5321 §5.1), the domain
 itself when it has no MX (implicit MX), and a permanent failure for a null
-MX (RFC 7505). TLS to MX hosts is opportunistic (RFC 7435, RFC 3207).
+MX (RFC 7505). TLS to MX hosts is opportunistic (RFC 7435, RFC 3207), unless
+the recipient domain has an MTA-STS policy (RFC 8461; services/mtasts.py
+finds it): in mode ``enforce`` only the MX hosts the policy names are tried,
+STARTTLS is required and the certificate must be valid for the MX host name,
+else that host is a temporary failure (4.7.x) and the message stays queued;
+in mode ``testing`` the same checks are only logged and counted (§5).
 """
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from twisted.logger import Logger
+
+from . import smtp_metrics as metrics
+from .mtasts import Policy
 from .resolver import DNSTempError, MailDNS
+
+log = Logger(namespace="schoolsuite.outbound")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Route:
     outbound_port: int = 25
     hostname: str = "localhost"
     timeout: float = 60.0
+    mta_sts_ca_file: str = ""  # CA certificates for MTA-STS checks of MX hosts; empty: the system's (tests set it)
 
 
 @dataclass(frozen=True)
@@ -68,8 +81,50 @@ class _TryNext(Exception):
         self.outcome = outcome
 
 
-def transmit(route: Route, dns: MailDNS, domain: str, envelope: Envelope, message: bytes) -> dict[str, Outcome]:
-    """Deliver ``message`` to the recipients of one domain; an outcome per recipient address."""
+class _Downgrade(Exception):
+    """MTA-STS testing: the verified handshake failed; go on with this host as without a policy."""
+
+
+class _Check:
+    """How one delivery attempt applies a recipient domain's MTA-STS policy (RFC 8461 §5)."""
+
+    def __init__(self, route: Route, policy: Policy, domain: str) -> None:
+        self.route, self.policy, self.domain = route, policy, domain
+
+    @property
+    def enforce(self) -> bool:
+        return self.policy.mode == "enforce"
+
+    def context(self) -> ssl.SSLContext:
+        return _verified_context(self.route.mta_sts_ca_file)
+
+    def passed(self) -> None:
+        metrics.SMTP_MTA_STS.labels(self.policy.mode, "valid").inc()
+
+    def refuse(self, result: str, remote: str, enhanced: str, reason: str) -> None:
+        """Enforce: this host is a temporary failure. Testing: one log line, delivery goes on (§5)."""
+        metrics.SMTP_MTA_STS.labels(self.policy.mode, result).inc()
+        if self.enforce:
+            raise _TryNext(Outcome(0, enhanced, f"{reason} (MTA-STS policy of {self.domain})", remote))
+        log.info("MTA-STS testing: mail to {domain} via {host} would be refused in enforce mode: {reason}",
+                 domain=self.domain, host=remote, reason=reason)
+
+
+@functools.lru_cache(maxsize=4)
+def _verified_context(cafile: str) -> ssl.SSLContext:
+    """RFC 8461 §4.2: a certificate chaining to a trusted root, valid for the MX host name."""
+    context = ssl.create_default_context(cafile=cafile or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def transmit(route: Route, dns: MailDNS, domain: str, envelope: Envelope, message: bytes,
+             policy: Policy | None = None) -> dict[str, Outcome]:
+    """Deliver ``message`` to the recipients of one domain; an outcome per recipient address.
+
+    ``policy`` is the domain's MTA-STS policy (None: there is none, or a
+    smarthost is used, which is verified anyway).
+    """
     if route.smarthost:
         host, _, port = route.smarthost.rpartition(":")
         hosts = [(host.strip("[]"), int(port), host)]
@@ -80,10 +135,18 @@ def transmit(route: Route, dns: MailDNS, domain: str, envelope: Envelope, messag
         except _Final as final:
             return {r[0]: final.outcome for r in envelope.recipients}
         smart = False
+    check = _Check(route, policy, domain) if policy is not None and policy.mode != "none" and not smart else None
     last = Outcome(0, "4.4.1", "no answer from any mail server of the domain")
     for address, port, name in hosts:
         try:
-            return _session(route, address, port, name, envelope, message, smart)
+            host_check = check
+            if check is not None and not check.policy.allows(name):  # RFC 8461 §4.1
+                check.refuse("mx_not_allowed", name, "4.7.0", f"{name} is not a mail server the policy names")
+                host_check = None  # testing: delivered as without a policy
+            try:
+                return _session(route, address, port, name, envelope, message, smart, host_check)
+            except _Downgrade:
+                return _session(route, address, port, name, envelope, message, smart, None)
         except _TryNext as exc:
             last = exc.outcome
     return {r[0]: last for r in envelope.recipients}
@@ -126,7 +189,7 @@ def _tls_context(route: Route, smart: bool) -> ssl.SSLContext:
 
 
 def _session(route: Route, address: str, port: int, name: str, envelope: Envelope, message: bytes,
-             smart: bool) -> dict[str, Outcome]:
+             smart: bool, check: _Check | None = None) -> dict[str, Outcome]:
     remote = name.strip("[]")
     try:
         if smart and route.smarthost_tls == "implicit":
@@ -137,7 +200,7 @@ def _session(route: Route, address: str, port: int, name: str, envelope: Envelop
     except (OSError, smtplib.SMTPException) as exc:
         raise _TryNext(Outcome(0, "4.4.1", f"cannot connect to {remote}: {_reason(exc)}", remote)) from None
     try:
-        return _transaction(client, route, remote, envelope, message, smart)
+        return _transaction(client, route, remote, envelope, message, smart, check)
     except smtplib.SMTPServerDisconnected as exc:
         raise _TryNext(Outcome(0, "4.4.2", f"{remote} closed the connection: {_reason(exc)}", remote)) from None
     except (OSError, ssl.SSLError) as exc:
@@ -158,12 +221,15 @@ def _reply(code: int, text: bytes, remote: str) -> Outcome:
 
 
 def _transaction(client: smtplib.SMTP, route: Route, remote: str, envelope: Envelope, message: bytes,
-                 smart: bool) -> dict[str, Outcome]:
+                 smart: bool, check: _Check | None = None) -> dict[str, Outcome]:
     code, text = client.ehlo()
     if not 200 <= code < 300:
         code, text = client.helo()
         if not 200 <= code < 300:
             raise _TryNext(_reply(code, text, remote))
+    if check is not None:
+        _starttls_checked(client, remote, check)
+        return _send(client, route, remote, envelope, message, smart)
     tls_required = smart and route.smarthost_tls == "starttls"
     if not isinstance(client, smtplib.SMTP_SSL) and (client.has_extn("starttls") or tls_required):
         if not client.has_extn("starttls"):
@@ -175,6 +241,32 @@ def _transaction(client: smtplib.SMTP, route: Route, remote: str, envelope: Enve
                 raise _TryNext(Outcome(0, "4.7.10", f"TLS with {remote} failed: {_reason(exc)}", remote)) from None
             raise
         client.ehlo()
+    return _send(client, route, remote, envelope, message, smart)
+
+
+def _starttls_checked(client: smtplib.SMTP, remote: str, check: _Check) -> None:
+    """RFC 8461 §5: STARTTLS required, the certificate verified against the MX host name (§4.2)."""
+    if not client.has_extn("starttls"):
+        check.refuse("starttls_missing", remote, "4.7.10", f"{remote} does not offer STARTTLS")
+        return  # testing: on in plaintext, as without a policy
+    client._host = remote  # type: ignore[attr-defined]  # smtplib takes SNI and the name to verify from it
+    try:
+        client.starttls(context=check.context())
+    except ssl.SSLCertVerificationError as exc:
+        reason = f"the certificate of {remote} is not valid: {exc.verify_message or exc.reason}"
+        check.refuse("certificate_invalid", remote, "4.7.5", reason)
+        raise _Downgrade() from None  # testing: this handshake is spent; a new connection without checks
+    except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
+        if check.enforce:
+            raise _TryNext(Outcome(0, "4.7.5", f"TLS with {remote} failed: {_reason(exc)} (MTA-STS policy of "
+                                              f"{check.domain})", remote)) from None
+        raise
+    check.passed()
+    client.ehlo()
+
+
+def _send(client: smtplib.SMTP, route: Route, remote: str, envelope: Envelope, message: bytes,
+          smart: bool) -> dict[str, Outcome]:
     if smart and route.username:
         password = Path(route.password_file).read_text().strip() if route.password_file else ""
         try:

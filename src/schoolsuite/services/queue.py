@@ -56,8 +56,9 @@ class OutboundQueue:
 
     def __init__(self, store: Store, writer: StoreWriter, reactor: Any, *, route: Route, dns: MailDNS,
                  schedule: Schedule, delivery: Callable[[], Any], poll: float = 15.0,
-                 clock: Callable[[], float] = time.time, concurrency: int = 4) -> None:
+                 clock: Callable[[], float] = time.time, concurrency: int = 4, mta_sts: Any = None) -> None:
         self.store, self.writer, self.reactor = store, writer, reactor
+        self.mta_sts = mta_sts  # services.mtasts.MTASTS, or None: no MTA-STS (RFC 8461) checks
         self.route, self.dns, self.schedule = route, dns, schedule
         self._delivery = delivery  # returns services.delivery (None until it exists)
         self.poll = poll
@@ -145,8 +146,8 @@ class OutboundQueue:
                                 entry.size, entry.body == "8BITMIME" or not message.isascii(), entry.smtputf8,
                                 entry.ret, entry.envid)
             try:
-                result = yield threads.deferToThreadPool(self.reactor, self._pool, transmit, self.route, self.dns,
-                                                         domain, envelope, message)
+                result = yield threads.deferToThreadPool(self.reactor, self._pool, self._transmit, domain,
+                                                         envelope, message)
             except Exception as exc:  # a bug or an unexpected library error: retry later, keep the message
                 log.failure("delivery attempt error", None)
                 result = {r.address: Outcome(0, "4.3.0", f"local error: {type(exc).__name__}") for r in group}
@@ -155,6 +156,11 @@ class OutboundQueue:
             label = "delivered" if outcome.delivered else "failed" if outcome.permanent else "deferred"
             metrics.SMTP_DELIVERY_ATTEMPTS.labels(label).inc()
         yield self.writer.run(self._record, queue_id, account_id, outcomes)
+
+    def _transmit(self, domain: str, envelope: Envelope, message: bytes) -> dict[str, Outcome]:
+        """One domain's attempt (a pool thread): its MTA-STS policy, if any, then the delivery."""
+        policy = self.mta_sts.policy(domain) if self.mta_sts is not None and domain else None
+        return transmit(self.route, self.dns, domain, envelope, message, policy)
 
     def _load(self, queue_id: str, account_id: bytes) -> tuple[QueueEntry, bytes] | None:
         with self.store.read() as txn:

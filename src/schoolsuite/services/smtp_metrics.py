@@ -64,3 +64,19 @@ SMTP_AUTH_VERDICTS = Counter(
     ["method", "result"],
     registry=REGISTRY,
 )
+
+SMTP_MTA_STS = Counter(
+    "schoolsuite_smtp_mta_sts_total",
+    "Outbound MX hosts checked against a recipient domain's MTA-STS policy (RFC 8461), by policy mode "
+    "(enforce, testing) and result (valid, mx_not_allowed, starttls_missing, certificate_invalid).",
+    ["mode", "result"],
+    registry=REGISTRY,
+)
+
+SMTP_MTA_STS_POLICY = Counter(
+    "schoolsuite_smtp_mta_sts_policy_total",
+    "MTA-STS policy look-ups that got past the TXT record, by result (fetched, cached, fetch_failed, invalid, "
+    "dns_error).",
+    ["result"],
+    registry=REGISTRY,
+)

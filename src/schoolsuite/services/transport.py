@@ -34,6 +34,7 @@ from . import dsn, resolver
 from .accounts import AccountError, normalize_address
 from .dkim_keys import DkimSigner
 from .mailauth import MailAuthenticator, Verdicts
+from .mtasts import MTASTS
 from .outbound import Route
 from .queue import OutboundQueue, Schedule
 
@@ -83,9 +84,12 @@ class MailTransport:
                       outbound_port=smtp.outbound_port, hostname=self.hostname)
         schedule = Schedule(smtp.queue_retry_initial_seconds, smtp.queue_retry_max_seconds,
                             smtp.queue_delay_warning_seconds, smtp.queue_give_up_seconds)
+        # RFC 8461: direct delivery honours MTA-STS; policies cached in the store are written on the writer thread.
+        self.mta_sts = MTASTS(self.store, self.dns, save=self._save_policy) if smtp.mta_sts and not smtp.smarthost \
+            else None
         self.queue = OutboundQueue(self.store, services.writer, services.reactor, route=route, dns=self.dns,
                                    schedule=schedule, delivery=lambda: getattr(services, "delivery", None),
-                                   poll=smtp.queue_poll_seconds)
+                                   poll=smtp.queue_poll_seconds, mta_sts=self.mta_sts)
         self._started = False
         self._inbound: list[_Inbound] = []
         self._committing = False
@@ -103,6 +107,13 @@ class MailTransport:
         d = self.queue.stop()
         d.addCallback(lambda _: self._pool.stop())
         return d
+
+    def _save_policy(self, write: Any) -> None:
+        """From an outbound thread: run ``write`` (an MTA-STS cache record) on the store writer."""
+        def run() -> None:
+            self.services.writer.run(write).addErrback(
+                lambda f: log.failure("MTA-STS policy not saved", f))
+        self.services.reactor.callFromThread(run)
 
     def in_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
         """Run blocking work (DNS, RSA) off the reactor."""
