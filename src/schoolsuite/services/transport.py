@@ -111,8 +111,8 @@ class MailTransport:
     def _save_policy(self, write: Any) -> None:
         """From an outbound thread: run ``write`` (an MTA-STS cache record) on the store writer."""
         def run() -> None:
-            self.services.writer.run(write).addErrback(
-                lambda f: log.failure("MTA-STS policy not saved", f))
+            self.services.writer.run(write).addErrback(  # e.g. at shutdown: the cache is refilled later
+                lambda f: log.warn("MTA-STS policy not saved: {error}", error=f.getErrorMessage()))
         self.services.reactor.callFromThread(run)
 
     def in_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
