@@ -368,6 +368,47 @@ def test_transport_switch(tmp_path: Path, store: Store) -> None:
     assert MailTransport(services, config).queue.mta_sts is None  # type: ignore[arg-type]
 
 
+def test_transport_saves_policies_on_the_writer(world, store) -> None:  # type: ignore[no-untyped-def]
+    """MailTransport's cache hands the store write to the writer (via the reactor) and the record lands."""
+    jobs: list[Any] = []
+
+    class Writer:
+        def run(self, fn: Any) -> Any:
+            jobs.append(fn)
+            from twisted.internet import defer
+            return defer.maybeDeferred(fn)
+
+    reactor = SimpleNamespace(callFromThread=lambda fn, *a: fn(*a))
+    config = Config()
+    config.smtp.dns_servers = f"127.0.0.1:{world.dns_a.port}"
+    transport = MailTransport(SimpleNamespace(store=store, writer=Writer(), reactor=reactor, accounts=None),
+                              config)  # type: ignore[arg-type]
+    sts = transport.mta_sts
+    sts.https_port = world.https.port
+    sts.context.load_verify_locations(cafile=str(world.ca.ca_file))
+    assert sts.policy("enforce.example").mode == "enforce" and len(jobs) == 1
+    with store.read() as txn:
+        assert records.get_policy(txn, "enforce.example").policy_id == "e1"
+
+
+def test_silent_policy_server_times_out(world, store) -> None:  # type: ignore[no-untyped-def]
+    """A policy host that accepts the connection and never answers costs the timeout, then no policy."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    try:
+        sts = MTASTS(store, mail_dns(world.dns_a), cafile=str(world.ca.ca_file),
+                     https_port=listener.getsockname()[1], timeout=0.5)
+        start = time.monotonic()
+        assert sts.policy("enforce.example") is None
+        assert time.monotonic() - start < 3
+    finally:
+        listener.close()
+
+
 # -- parsers -------------------------------------------------------------------------------
 
 
@@ -442,11 +483,23 @@ def test_mx_match_table(pattern: str, host: str, expected: bool) -> None:
     assert mx_matches(pattern, host) is expected
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=80), max_size=4))
+_TXT = st.one_of(st.binary(max_size=80), st.builds(lambda tail: b"v=STSv1;" + tail, st.binary(max_size=60)),
+                 st.builds(lambda tail: b"v=STSv1; " + tail.encode(), st.text(max_size=60)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TXT, max_size=4))
 def test_txt_never_raises(records_: list[bytes]) -> None:
-    """Arbitrary TXT records give an id or None, never an exception."""
-    assert parse_txt(records_) is None or isinstance(parse_txt(records_), str)
+    """Arbitrary TXT records give an id or None, never an exception; an id is 1-32 letters or digits."""
+    found = parse_txt(records_)
+    assert found is None or (found.isascii() and found.isalnum() and 1 <= len(found) <= 32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9]{1,32}", fullmatch=True), st.sampled_from(["", ";", " ;", "; ext=1;"]))
+def test_txt_valid_ids_round_trip(policy_id: str, tail: str) -> None:
+    """Every well-formed record yields its id."""
+    assert parse_txt([f"v=STSv1; id={policy_id}{tail}".encode()]) == policy_id
 
 
 _LINE = st.one_of(
