@@ -363,3 +363,36 @@ def test_pipelined_commands_after_a_streamed_fetch_answer_in_order(services, two
     assert out.count(b"R OK") == 1
     r, a, b, cc = (out.index(t) for t in (b"\r\nR OK", b"\r\nA OK", b"\r\nB OK", b"\r\nC OK"))
     assert r < a < b < cc and out.index(two_big[1]) < r and a < out.index(b"* 3 FETCH (BODY[2]") < b
+
+
+def test_shutdown_during_the_seen_write_still_finishes_a_begun_literal(services, two_big):
+    """A non-PEEK FETCH whose \\Seen write is answered after the shutdown began: its first batch has already
+    begun a streamed literal, so that response is finished before NO [UNAVAILABLE] and the BYE."""
+    from imap_helpers import HeldWriter
+
+    clock = Clock()
+    c = _conn(services, clock, _factory(services))
+    writer = services.writer = HeldWriter()
+    assert c.send(b"R FETCH 2:3 (BODY[])\r\n") == b""
+    c.factory.drain()
+    writer.release()
+    out = _run(clock, c, b"R")
+    assert out.count(b" FETCH (") == 1 and two_big[1] in out
+    assert out.endswith(b")\r\nR NO [UNAVAILABLE] Server shutting down\r\n" + BYE), out[-200:]
+
+
+@pytest.mark.parametrize("cte_header, body", [
+    (b"x-uuencode", b"begin 644 f\r\n" + b"M" * 61 + b"\r\n"),
+    (b"base64", b"QUJD" * 19 + b"\r\n"),  # ends with a lone character: not base64
+])
+def test_undecodable_large_binary_part_is_refused_before_any_byte(services, alice, cte_header, body):
+    """BINARY of a large part in an unknown or broken transfer encoding: NO [UNKNOWN-CTE] (RFC 3516 §4.3),
+    and nothing of its response was written."""
+    times = (2 << 20) // len(body)
+    data = (b"From: a@example.org\r\nSubject: odd\r\nMIME-Version: 1.0\r\nContent-Type: application/x-odd\r\n"
+            b"Content-Transfer-Encoding: " + cte_header + b"\r\n\r\n" + body * times
+            + (b"Q\r\n" if cte_header == b"base64" else b""))
+    _store(services, alice, data)
+    out = _answer(services, Clock(), b"R FETCH 1 (BINARY.PEEK[1])\r\n")
+    assert out == b"R NO [UNKNOWN-CTE] " + (b"Unknown Content-Transfer-Encoding" if cte_header != b"base64"
+                                          else b"Cannot decode the part's content") + b"\r\n"

@@ -280,11 +280,15 @@ class _Responses:
                 continue
             if read:
                 break
-            piece = self._piece(seg)
-            read = True
-            seg.start += len(piece)
-            if seg.decoder is not None:
-                piece = self._decoded(seg, piece)
+            try:
+                piece = self._piece(seg)
+                read = True
+                seg.start += len(piece)
+                if seg.decoder is not None:
+                    piece = self._decoded(seg, piece)
+            except Cut:
+                STREAMED.labels("cut").inc()
+                raise
             if seg.start >= seg.end:
                 segments.popleft()
             s.send(piece)
@@ -322,7 +326,6 @@ class _Responses:
                 data = mail.read_message(self.s.user(txn), seg.content_id, seg.start, stop)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the literal cannot be finished
             log.info("IMAP FETCH: a streamed literal could not be read on ({error!r}); closing", error=exc)
-            STREAMED.labels("cut").inc()
             raise Cut("message content gone while it was sent") from None
         if len(data) != stop - seg.start:
             raise Cut("message content shorter than announced")
@@ -416,7 +419,7 @@ def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str],
     assert sec is not None
     if name.startswith("BINARY"):
         return _binary(item, sec, body)
-    span = section_span(body, sec)
+    span = section_span(body, sec) if root.end > STREAM_LITERAL else None  # only a large message streams
     if span is not None:
         start, end = span
         if sec.partial is not None:
