@@ -287,6 +287,16 @@ def test_fetch_failure_keeps_cached_policy_enforced(world, sts, mx) -> None:  # 
         world.https.answers["mta-sts.cached.example"] = POLICIES["cached.example"][2]  # type: ignore[assignment]
 
 
+def test_failed_fetch_is_not_retried_at_once(world, sts) -> None:  # type: ignore[no-untyped-def]
+    """After a failed or invalid fetch the policy host is left alone for 5 minutes, then asked again."""
+    world.https.requests.clear()
+    for _ in range(3):
+        assert sts.policy("ctype.example") is None
+    assert len(world.https.requests) == 1
+    sts.clock.t += 301
+    assert sts.policy("ctype.example") is None and len(world.https.requests) == 2
+
+
 def test_same_id_is_not_refetched_and_new_id_is(world, sts) -> None:  # type: ignore[no-untyped-def]
     """A TXT id equal to the cached one needs no fetch; a changed id (second DNS server) fetches again."""
     world.https.requests.clear()

@@ -42,6 +42,7 @@ MAX_AGE_LIMIT = 31557600  # RFC 8461 §3.2: about one year
 FETCH_TIMEOUT = 15.0  # seconds for the whole fetch (§3.3 asks for a "reasonable" timeout)
 MEMORY_ENTRIES = 4096  # policies held in memory; the store holds them all
 PURGE_INTERVAL = 86400.0  # how often expired records are deleted from the store
+FETCH_RETRY_SECONDS = 300.0  # after a failed fetch, the domain's policy host is left alone this long (§3.3)
 MODES = ("enforce", "testing", "none")
 
 
@@ -255,6 +256,7 @@ class MTASTS:
         self._memory: dict[str, StoredPolicy] = {}
         self._lock = threading.Lock()
         self._last_purge = 0.0
+        self._failed: dict[str, float] = {}  # domain -> no new fetch before this time
 
     def policy(self, domain: str) -> Policy | None:
         """The policy to apply to mail for ``domain`` now, or None (RFC 8461 §5.1). Never raises."""
@@ -278,25 +280,42 @@ class MTASTS:
         if cached is not None and cached.policy_id == policy_id and now < cached.fetched + cached.max_age / 2:
             metrics.SMTP_MTA_STS_POLICY.labels("cached").inc()
             return _as_policy(cached)
-        # A new id, or half the max_age gone: fetch (§5.1: refresh before the policy expires).
+        # A new id, or half the max_age gone: fetch (§5.1: refresh before the policy expires). After a
+        # failure, not again for a while (§3.3 suggests rate-limiting): a host that swallows connections
+        # would otherwise cost every message to the domain the whole timeout.
+        with self._lock:
+            retry_at = self._failed.get(domain, 0.0)
+        if now < retry_at:
+            metrics.SMTP_MTA_STS_POLICY.labels("fetch_deferred").inc()
+            return _as_policy(cached)
         try:
             body = fetch_policy(domain, self._connect, self.context, self.timeout)
         except PolicyFetchError as exc:
+            self._fetch_failed(domain, now)
             metrics.SMTP_MTA_STS_POLICY.labels("fetch_failed").inc()
             log.info("MTA-STS policy of {domain} not fetched ({reason}); {using}", domain=domain, reason=str(exc),
                      using="the cached policy applies" if cached else "no policy applies")
             return _as_policy(cached)
         policy = parse_policy(body)
         if policy is None:
+            self._fetch_failed(domain, now)
             metrics.SMTP_MTA_STS_POLICY.labels("invalid").inc()
             log.info("MTA-STS policy of {domain} is invalid; {using}", domain=domain,
                      using="the cached policy applies" if cached else "no policy applies")
             return _as_policy(cached)
         metrics.SMTP_MTA_STS_POLICY.labels("fetched").inc()
+        with self._lock:
+            self._failed.pop(domain, None)
         stored = StoredPolicy(domain, policy_id, policy.mode, policy.mx, policy.max_age, now)
         self._remember(stored)
         self._save(lambda: self._write(stored))
         return policy
+
+    def _fetch_failed(self, domain: str, now: float) -> None:
+        with self._lock:
+            self._failed[domain] = now + FETCH_RETRY_SECONDS
+            if len(self._failed) > MEMORY_ENTRIES:
+                self._failed = {d: t for d, t in self._failed.items() if t > now}
 
     def cached(self, domain: str, now: float | None = None) -> StoredPolicy | None:
         """The unexpired cached policy of ``domain`` (memory first, then the store)."""

@@ -76,7 +76,7 @@ SMTP_MTA_STS = Counter(
 SMTP_MTA_STS_POLICY = Counter(
     "schoolsuite_smtp_mta_sts_policy_total",
     "MTA-STS policy look-ups that got past the TXT record, by result (fetched, cached, fetch_failed, invalid, "
-    "dns_error).",
+    "fetch_deferred after a recent failure, dns_error).",
     ["result"],
     registry=REGISTRY,
 )
