@@ -266,14 +266,19 @@ def test_expunged_mid_stream_closes_without_a_wrong_byte(services, alice, two_bi
     assert ops_fetch.STREAMED.labels("cut")._value.get() == cuts + 1
 
 
-def test_expunged_but_copied_message_streams_on(services, alice, two_big):
-    """A message expunged mid-stream whose content another copy still holds streams to its end, intact."""
+@pytest.mark.parametrize("how", ["copy", "move"])
+def test_expunged_but_copied_message_streams_on(services, alice, two_big, how):
+    """A message copied then expunged, or moved, by another session mid-stream: its content is still referred
+    to, so it streams to its end, intact."""
     clock = Clock()
     c, out = _streaming(services, clock)
     other = _conn(services, clock)
-    assert other.cmd("C COPY 2 Archive")[-1].startswith("C OK")
-    other.cmd("D STORE 2 +FLAGS.SILENT (\\Deleted)")
-    other.cmd("E EXPUNGE")
+    if how == "copy":
+        assert other.cmd("C COPY 2 Archive")[-1].startswith("C OK")
+        other.cmd("D STORE 2 +FLAGS.SILENT (\\Deleted)")
+        other.cmd("E EXPUNGE")
+    else:
+        assert other.cmd("M MOVE 2 Archive")[-1].startswith("M OK")
     out += _run(clock, c, b"R")
     assert two_big[1] in out and out.endswith(b")\r\nR OK FETCH completed\r\n")
 
@@ -396,3 +401,23 @@ def test_undecodable_large_binary_part_is_refused_before_any_byte(services, alic
     out = _answer(services, Clock(), b"R FETCH 1 (BINARY.PEEK[1])\r\n")
     assert out == b"R NO [UNKNOWN-CTE] " + (b"Unknown Content-Transfer-Encoding" if cte_header != b"base64"
                                           else b"Cannot decode the part's content") + b"\r\n"
+
+
+def test_a_long_stream_counts_as_activity_for_autologout(services, two_big):
+    """Each piece written restarts the autologout timer (RFC 3501 §5.4): a client that keeps reading a long
+    literal is not logged out; one that stops reading is, after the full period, without a BYE in the
+    literal."""
+    clock = Clock()
+    c, _ = _streaming(services, clock)
+    period = c.proto.limits.autologout_seconds
+    producer = c.transport.producer
+    producer.pauseProducing()
+    clock.advance(period - 1)
+    producer.resumeProducing()
+    clock.advance(0)  # one more piece: the timer starts again
+    assert c.read() and not c.transport.disconnecting
+    producer.pauseProducing()
+    clock.advance(period - 1)
+    assert not c.transport.disconnecting
+    clock.advance(1)
+    assert c.read() == b"" and c.transport.disconnecting

@@ -678,6 +678,7 @@ class _Turns:
 
     def _turn(self) -> None:
         self.call = None
+        self.proto.resetTimeout()  # a client taking a long response is not idle (RFC 3501 §5.4)
         try:
             finished = self.step()
         except Exception:  # noqa: BLE001 - the command's failure, mapped by IMAPServer._finish
