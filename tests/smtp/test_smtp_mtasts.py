@@ -236,6 +236,15 @@ def test_testing_mode_delivers_and_logs(world, sts, mx, logged) -> None:  # type
     assert counted("testing", "certificate_invalid") == before + 1
 
 
+@pytest.mark.parametrize("mx", ["none"], indirect=True)
+def test_testing_mode_without_starttls_delivers_and_logs(world, sts, mx, logged) -> None:  # type: ignore[no-untyped-def]
+    """testing: an MX without STARTTLS still gets the mail (in plaintext, as today); the refusal is logged."""
+    before = counted("testing", "starttls_missing")
+    assert deliver(world, sts, mx, "testing.example").delivered and len(mx.messages) == 1
+    assert any("MTA-STS testing" in x and "does not offer STARTTLS" in x for x in logged)
+    assert counted("testing", "starttls_missing") == before + 1
+
+
 def test_testing_mode_mx_mismatch_delivers_and_logs(world, sts, mx, logged) -> None:  # type: ignore[no-untyped-def]
     """testing: an MX the policy does not name still gets the mail; the would-be refusal is logged."""
     outcome = deliver(world, sts, mx, "testmx.example")
