@@ -6,8 +6,12 @@ One environment under ``DIR/data/`` with these named databases:
 database       key                                         value
 =============  ==========================================  ===========================
 ``meta``       ascii names (format, master check, pending)  store facts, never user data
-``directory``  ``A`` account id / ``N`` address hash         account records sealed with
-                                                           the directory key / ids
+``directory``  a prefix letter, then (see each module):      sealed with the directory key,
+               ``A`` accounts, ``N`` address index          except index entries (ids)
+               (accounts.py); ``Q`` outbound queue index,
+               ``K`` DKIM keys (queue.py); ``X`` tokens,
+               audit log, SCIM facts, groups (admin.py);
+               ``M`` MTA-STS policies (mtasts.py)
 ``keys``       account id                                  data key wrapped by master
 ``records``    account id, space byte, key                 sealed under the data key
 ``blobs``      account id, blob id, chunk number           sealed chunks of large values
