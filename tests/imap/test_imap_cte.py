@@ -59,3 +59,15 @@ def test_unknown_encoding_has_no_decoder():
     """An unknown Content-Transfer-Encoding gets no decoder (BINARY answers NO [UNKNOWN-CTE])."""
     assert cte.decoder("x-uuencode") is None
     assert isinstance(cte.decoder(None), cte.Identity) and isinstance(cte.decoder("BASE64"), cte.Base64)
+
+
+@pytest.mark.parametrize("n", [0, 1, 56, 57, 58, 114, 100_000])
+def test_base64_lines_in_pieces_equal_the_whole_encoding(n):
+    """Base64 lines of 76 characters and CRLF, encoded piece by piece, are the whole part's encoding, and
+    size() says their length in advance."""
+    rng = random.Random(n)
+    raw = os.urandom(n)
+    whole = base64.b64encode(raw)
+    expected = b"".join(whole[i:i + 76] + b"\r\n" for i in range(0, len(whole), 76))
+    assert _fed(cte.Base64Lines(), _pieces(raw, rng)) == expected
+    assert cte.Base64Lines.size(n) == len(expected)

@@ -131,6 +131,38 @@ def _safe_cut(data: bytes) -> int:
     return 0
 
 
+class Base64Lines:
+    """Encodes to base64 in lines of 76 characters, each ended by CRLF (RFC 2045 §6.8), piece by piece."""
+
+    RAW_LINE = 57  # bytes that make one line of 76 characters
+
+    def __init__(self) -> None:
+        self.carry = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self.carry + data
+        cut = len(data) - len(data) % self.RAW_LINE
+        self.carry = data[cut:]
+        return self._lines(data[:cut])
+
+    def end(self) -> bytes:
+        rest, self.carry = self.carry, b""
+        return self._lines(rest)
+
+    @staticmethod
+    def _lines(data: bytes) -> bytes:
+        if not data:
+            return b""
+        return b"".join(
+            binascii.b2a_base64(data[i:i + 57], newline=False) + b"\r\n" for i in range(0, len(data), 57))
+
+    @staticmethod
+    def size(raw: int) -> int:
+        """The length of what ``raw`` bytes encode to."""
+        lines = (raw + 56) // 57
+        return 4 * ((raw + 2) // 3) + 2 * lines
+
+
 def decoder(encoding: str | None) -> Identity | Base64 | QuotedPrintable | None:
     """A fresh decoder for a Content-Transfer-Encoding, or None when it is not known (RFC 3516 §4.3)."""
     cte = (encoding or "7bit").lower()

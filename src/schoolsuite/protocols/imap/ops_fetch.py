@@ -295,7 +295,8 @@ class _Responses:
         s.open_response = bool(segments)
 
     def _decoded(self, seg: _Stream, raw: bytes) -> bytes:
-        """What a piece of a BINARY stream decodes to, within the bytes announced (Cut if fewer)."""
+        """What a piece of a transformed stream (BINARY decoding, base64 re-encoding) gives, within the bytes
+        announced (Cut if fewer)."""
         try:
             out = seg.decoder.feed(raw)
             if seg.start >= seg.end:
@@ -427,6 +428,10 @@ def _item(s: Session, item: FetchItem, entry: mail.IndexEntry, table: list[str],
             end = min(start + sec.partial[1], end)
         if end - start > STREAM_LITERAL:
             return _range_literal(section_label(name, sec) + b" ", body, start, end)
+    elif root.end > STREAM_LITERAL and sec.part and not sec.specifier:
+        streamed = _binary_cte_part(name, sec, body)
+        if streamed is not None:
+            return streamed
     data = section_bytes(body, sec)
     if data is None:
         return section_label(name, sec) + b" NIL"
@@ -445,6 +450,34 @@ def _range_literal(label: bytes, body: _Body, start: int, end: int) -> _Part:
     if end - start > STREAM_LITERAL:
         return _Streamed(label + b"{%d}\r\n" % (end - start), _Stream(body.stored.content_id, start, end))
     return label + _literal(body.range(start, end))
+
+
+def _binary_cte_part(name: str, sec: Section, body: _Body) -> _Part | None:
+    """BODY[n] of a large part in Content-Transfer-Encoding binary (section_bytes): looked through piece by
+    piece in the batch's snapshot for a NUL, then streamed as it is, or encoded in base64 lines (RFC 3516
+    §4.2) piece by piece; None when it is not such a part."""
+    target = mime.resolve(body.root, list(sec.part))
+    if target is None or target.multipart or (target.encoding or "").lower() != "binary":
+        return None
+    start, end = target.bstart, target.end
+    if end - start <= STREAM_LITERAL:
+        return None
+    pos, nul = start, False
+    while pos < end and not nul:
+        stop = _piece_end(pos, end)
+        nul = b"\x00" in mail.read_message(body.user, body.stored.content_id, pos, stop)
+        pos = stop
+    label = section_label(name, sec) + b" "
+    lo, hi = (sec.partial[0], sec.partial[0] + sec.partial[1]) if sec.partial is not None else (0, 1 << 62)
+    if not nul:
+        a, b = min(start + lo, end), min(start + hi, end)
+        return _Streamed(label + b"{%d}\r\n" % (b - a), _Stream(body.stored.content_id, a, b)) if b > a \
+            else label + b"{0}\r\n"
+    length = max(0, min(cte.Base64Lines.size(end - start), hi) - lo)
+    if not length:
+        return label + b"{0}\r\n"
+    return _Streamed(label + b"{%d}\r\n" % length,
+                     _Stream(body.stored.content_id, start, end, cte.Base64Lines(), lo, length))
 
 
 def section_span(body: _Body, sec: Section) -> tuple[int, int] | None:
