@@ -239,7 +239,7 @@ folderfilter = lambda name: name == "INBOX"
 
 def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
     """SIGTERM while a 30 MB literal is being sent to a client over TLS: the client still reads the whole
-    response, then NO [UNAVAILABLE] (not the next message) and * BYE; the server exits 0."""
+    response, then NO [UNAVAILABLE] (not the next message) and * BYE; the server exits 0, store closed."""
     s = start(tmp_path, users=(STREAMER,))
     try:
         m = _imap(s)
@@ -266,6 +266,47 @@ def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
         assert f.readline() == b"f NO [UNAVAILABLE] Server shutting down\r\n"
         assert f.readline() == b"* BYE [UNAVAILABLE] Server shutting down\r\n"
         assert s.proc.wait(30) == 0
+        sock.close()
+        log = (tmp_path / "serve.log").read_text()
+        assert "store closed" in log and "Traceback" not in log, log
+    finally:
+        s.stop()
+
+
+def test_sigterm_with_a_stalled_reader_cuts_after_the_wait(tmp_path):
+    """SIGTERM while a client has stopped reading a 30 MB literal: the server waits SHUTDOWN_WAIT_SECONDS for
+    it, then closes the connection without a BYE inside the literal (what the client got is a true prefix
+    of the message) and exits 0."""
+    from schoolsuite.protocols.imap.protocol import SHUTDOWN_WAIT_SECONDS
+
+    s = start(tmp_path, users=(STREAMER,))
+    try:
+        m = _imap(s)
+        m.append("INBOX", None, None, BIG)
+        m.logout()
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        raw.settimeout(30)
+        raw.connect(("127.0.0.1", s.imaps_port))
+        sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
+        while not f.readline().startswith(b"s OK"):
+            pass
+        sock.sendall(b"f FETCH 1 (BODY.PEEK[])\r\n")
+        assert f.readline() == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
+        got = f.read(1 << 20)
+        started = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(30) == 0
+        assert time.monotonic() - started < SHUTDOWN_WAIT_SECONDS + 5
+        try:
+            while chunk := f.read1(1 << 20):  # what was already on its way, then the end of the connection
+                got += chunk
+        except OSError:  # the server aborts a TLS connection whose close it cannot finish (ssl errors too)
+            pass
+        assert len(got) < len(BIG) and BIG.startswith(got)
         sock.close()
     finally:
         s.stop()
