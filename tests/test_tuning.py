@@ -17,7 +17,7 @@ def test_an_operator_setting_is_kept():
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's thresholds are glibc's")
 def test_glibc_takes_the_thresholds():
-    assert tuning.tune_malloc({}) == "mmap threshold 4 MiB, trim threshold 256 MiB"
+    assert tuning.tune_malloc({}) == "mmap threshold 4 MiB, trim threshold 64 MiB"
 
 
 def test_a_c_library_without_mallopt_is_left_alone(monkeypatch):
