@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schoolsuite.instance import init_instance
-from support import LISTENERS, Instance, free_port, schoolsuite_cmd, stop_process
+from support import LISTENERS, Instance, free_port, require_program, schoolsuite_cmd, stop_process
 
 PASSWORD = "correct horse battery"
 USER = "alice@school.example"
@@ -70,3 +70,39 @@ def start(base: Path, users: tuple[str, ...] = (USER,)) -> ImapServer:
             time.sleep(0.2)
     server.stop()
     raise RuntimeError("server did not start")
+
+
+def offlineimap(server: "ImapServer", user: str, password: str, home: Path, *, only_inbox: bool = False,
+                timeout: float = 120) -> Path:
+    """Run offlineimap once (IMAPS, the test CA) mirroring ``user``'s account into ``home``/Mail; returns that
+    Maildir (the caller asserts on what it holds)."""
+    program = require_program("offlineimap")
+    maildir = home / "Mail"
+    config = home / "offlineimaprc"
+    folders = 'folderfilter = lambda name: name == "INBOX"\n' if only_inbox else ""
+    config.write_text(f"""[general]
+accounts = school
+metadata = {home / 'meta'}
+
+[Account school]
+localrepository = local
+remoterepository = remote
+
+[Repository local]
+type = Maildir
+localfolders = {maildir}
+
+[Repository remote]
+type = IMAP
+remotehost = localhost
+remoteport = {server.imaps_port}
+remoteuser = {user}
+remotepass = {password}
+ssl = yes
+sslcacertfile = {server.instance.cert}
+tls_level = tls_compat
+{folders}""")
+    run = subprocess.run([program, "-c", str(config), "-o", "-u", "basic"], capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return maildir

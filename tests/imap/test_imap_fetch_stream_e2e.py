@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_server import PASSWORD, USER, ImapServer, start, tls_context
+from imap_server import PASSWORD, USER, ImapServer, offlineimap, start, tls_context
 from support import require_program, schoolsuite_cmd, stop_process
 
 STREAMER = "stream@school.example"
@@ -201,40 +201,28 @@ def test_compressed_tls_fetch_of_30_mb(server):
 
 def test_offlineimap_mirrors_a_30_mb_message_intact(server, tmp_path):
     """offlineimap mirrors the mailbox holding the 30 MB message into a Maildir; the file is the message."""
-    offlineimap = require_program("offlineimap")
-    maildir = tmp_path / "Mail"
-    config = tmp_path / "offlineimaprc"
-    config.write_text(f"""[general]
-accounts = school
-metadata = {tmp_path / 'meta'}
-
-[Account school]
-localrepository = local
-remoterepository = remote
-
-[Repository local]
-type = Maildir
-localfolders = {maildir}
-
-[Repository remote]
-type = IMAP
-remotehost = localhost
-remoteport = {server.imaps_port}
-remoteuser = {STREAMER}
-remotepass = {PASSWORD}
-ssl = yes
-sslcacertfile = {server.instance.cert}
-tls_level = tls_compat
-folderfilter = lambda name: name == "INBOX"
-""")
-    run = subprocess.run([offlineimap, "-c", str(config), "-o", "-u", "basic"], capture_output=True, text=True,
-                         timeout=180)
-    assert run.returncode == 0, run.stdout + run.stderr
+    maildir = offlineimap(server, STREAMER, PASSWORD, tmp_path, only_inbox=True, timeout=180)
     files = sorted([*(maildir / "INBOX" / "cur").glob("*"), *(maildir / "INBOX" / "new").glob("*")],
                    key=lambda p: p.stat().st_size)
     assert len(files) == 2
     got = files[1].read_bytes()
     assert got in (BIG, BIG.replace(b"\r\n", b"\n")), (len(got), len(BIG))
+
+
+def _examining(s):
+    """A TLS connection with a small receive buffer (the server cannot run far ahead of what is read),
+    logged in with INBOX examined: (socket, its reading file)."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    raw.settimeout(30)
+    raw.connect(("127.0.0.1", s.imaps_port))
+    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+    f = sock.makefile("rb")
+    f.readline()
+    sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
+    while not f.readline().startswith(b"s OK"):
+        pass
+    return sock, f
 
 
 def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
@@ -246,16 +234,7 @@ def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
         m.append("INBOX", None, None, BIG)
         m.append("INBOX", None, None, BIG)
         m.logout()
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # the server cannot run far ahead
-        raw.settimeout(30)
-        raw.connect(("127.0.0.1", s.imaps_port))
-        sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-        f = sock.makefile("rb")
-        f.readline()
-        sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
-        while not f.readline().startswith(b"s OK"):
-            pass
+        sock, f = _examining(s)
         sock.sendall(b"f FETCH 1:2 (BODY.PEEK[])\r\n")
         assert f.readline() == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
         first = f.read(1 << 20)
@@ -284,16 +263,7 @@ def test_sigterm_with_a_stalled_reader_cuts_after_the_wait(tmp_path):
         m = _imap(s)
         m.append("INBOX", None, None, BIG)
         m.logout()
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-        raw.settimeout(30)
-        raw.connect(("127.0.0.1", s.imaps_port))
-        sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-        f = sock.makefile("rb")
-        f.readline()
-        sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
-        while not f.readline().startswith(b"s OK"):
-            pass
+        sock, f = _examining(s)
         sock.sendall(b"f FETCH 1 (BODY.PEEK[])\r\n")
         assert f.readline() == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
         got = f.read(1 << 20)

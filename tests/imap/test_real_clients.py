@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_server import PASSWORD, USER, ImapServer, start, tls_context
+from imap_server import PASSWORD, USER, ImapServer, offlineimap, start, tls_context
 from support import require_program
 
 pytestmark = pytest.mark.realclient
@@ -98,39 +98,12 @@ SyncState *
 
 def test_offlineimap_sync(server: ImapServer, tmp_path: Path) -> None:
     """offlineimap mirrors the account into a Maildir in one run."""
-    offlineimap = require_program("offlineimap")
     user = "oi@school.example"
     m = _imap(server, user)
     for n in range(3):
         m.append("INBOX", None, None, _message(n))
     m.append("Sent", "(\\Seen)", None, _message(50))
     m.logout()
-    maildir = tmp_path / "Mail"
-    config = tmp_path / "offlineimaprc"
-    config.write_text(f"""[general]
-accounts = school
-metadata = {tmp_path / 'meta'}
-
-[Account school]
-localrepository = local
-remoterepository = remote
-
-[Repository local]
-type = Maildir
-localfolders = {maildir}
-
-[Repository remote]
-type = IMAP
-remotehost = localhost
-remoteport = {server.imaps_port}
-remoteuser = {user}
-remotepass = {PASSWORD}
-ssl = yes
-sslcacertfile = {server.instance.cert}
-tls_level = tls_compat
-""")
-    run = subprocess.run([offlineimap, "-c", str(config), "-o", "-u", "basic"], capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
+    maildir = offlineimap(server, user, PASSWORD, tmp_path)
     assert len(_maildir_files(maildir, "INBOX")) == 3
     assert len(_maildir_files(maildir, "Sent")) == 1
