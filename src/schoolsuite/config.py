@@ -213,6 +213,9 @@ class IMAPConfig:
                                                 "to 5 per device).", min=1)
     autologout_seconds: int = _opt(1800, "Close a connection idle this long (RFC 3501 §5.4 asks for 30 minutes "
                                          "or more).", min=1)
+    max_buffered: int = _opt(1 << 30, "Literal bytes (messages being APPENDed) all IMAP connections together may "
+                                      "hold in memory while receiving; beyond it a literal is answered "
+                                      "NO [UNAVAILABLE] (try again later).", kind="size")
 
 
 @dataclass

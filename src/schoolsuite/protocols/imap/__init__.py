@@ -16,7 +16,7 @@ from twisted.internet import defer
 from ... import server
 from ...server import PROTOCOL_FACTORIES
 from . import ops_search
-from .protocol import IMAPFactory, ImapLimits
+from .protocol import IMAPFactory, ImapLimits, LiteralBudget
 
 
 def limits_from_config(config: Any) -> ImapLimits:
@@ -24,7 +24,7 @@ def limits_from_config(config: Any) -> ImapLimits:
     limits = ImapLimits()
     if section is not None:
         for name in ("max_line", "max_message_size", "max_connections_per_client", "max_connections_per_account",
-                     "autologout_seconds"):
+                     "autologout_seconds", "max_buffered"):
             if hasattr(section, name):
                 setattr(limits, name, getattr(section, name))
     return limits
@@ -56,19 +56,33 @@ def _say_bye_on_shutdown(ctx: Any, factory: IMAPFactory) -> IMAPFactory:
     return factory
 
 
+#: id(services) → (services, the literal budget the server's IMAP listeners share).
+_BUDGETS: dict[int, tuple[Any, LiteralBudget]] = {}
+
+
+def _budget(ctx: Any) -> LiteralBudget:
+    """One LiteralBudget ([imap] max_buffered) for all IMAP listeners of a server."""
+    entry = _BUDGETS.get(id(ctx.services))
+    if entry is None or entry[0] is not ctx.services:
+        entry = _BUDGETS[id(ctx.services)] = (ctx.services, LiteralBudget(limits_from_config(ctx.config).max_buffered))
+    return entry[1]
+
+
 def imap_factory(ctx: Any) -> IMAPFactory:
     """The 143-style listener: STARTTLS offered, LOGIN refused before it (``tls = "none"``: plain, no STARTTLS)."""
     tls = ctx.tls if ctx.listener.tls == "starttls" else None
     _scan_threads(ctx)
     return _say_bye_on_shutdown(
-        ctx, IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=tls, implicit_tls=False))
+        ctx, IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=tls, implicit_tls=False,
+                         budget=_budget(ctx)))
 
 
 def imaps_factory(ctx: Any) -> IMAPFactory:
     """The 993-style listener; the server wraps implicit TLS around it."""
     _scan_threads(ctx)
     return _say_bye_on_shutdown(
-        ctx, IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=True))
+        ctx, IMAPFactory(ctx.services, limits_from_config(ctx.config), tls=ctx.tls, implicit_tls=True,
+                         budget=_budget(ctx)))
 
 
 PROTOCOL_FACTORIES["imap"] = imap_factory

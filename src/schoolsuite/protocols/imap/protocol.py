@@ -52,6 +52,26 @@ class ImapLimits:
     max_connections_per_account: int = 30
     autologout_seconds: int = 30 * 60  # RFC 3501 §5.4: at least 30 minutes
     preauth_seconds: int = 60
+    max_buffered: int = 1 << 30  # literal bytes all connections together may hold while receiving
+
+
+class LiteralBudget:
+    """Literal bytes (mostly APPENDed messages) held in memory by every connection of a server while they
+    arrive. A literal that would exceed it is refused before it is sent (NO [UNAVAILABLE], try later), so
+    thirty sessions of one account appending 50 MB each cannot take the server's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
 
 
 LITERAL_MINUS_MAX = 4096  # RFC 7888 §5: the largest non-synchronizing literal under LITERAL-
@@ -96,6 +116,7 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self._buf = bytearray()
         self._parts: list[bytes] = []
         self._parts_size = 0
+        self._held = 0  # literal bytes of the command being received, taken from the factory's budget
         self._literal = 0  # bytes of literal still to read
         self._discard_literal = False
         self._discard_line = False
@@ -155,6 +176,9 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
         self.setTimeout(None)
         if self._admitted:
             self.factory.release(self._client)
+        if self._held:
+            self.factory.budget.give(self._held)
+            self._held = 0
         if self.session is not None:
             self.session.close()
         self.factory.connections.discard(self)
@@ -324,6 +348,9 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
     def _reset_command(self) -> None:
         self._parts = []
         self._parts_size = 0
+        if self._held:
+            self.factory.budget.give(self._held)
+            self._held = 0
         self._discard_literal = False
         self._discard_command = None
 
@@ -349,6 +376,13 @@ class IMAPServer(protocol.Protocol, TimeoutMixin):
             elif size > limit or self._parts_size + size > self.limits.max_message_size + self.limits.max_literal:
                 code = b"[TOOBIG] " if is_append else b"[LIMIT] "
                 refusal = tag + b" NO " + code + b"Literal too large\r\n"
+            elif self._discard_command is None:
+                if self.factory.budget.take(size):
+                    self._held += size
+                else:
+                    # RFC 5530 §3 UNAVAILABLE: temporary, the client tries again later (the literal is not
+                    # sent, or, if non-synchronizing, read and dropped below).
+                    refusal = tag + b" NO [UNAVAILABLE] Too much mail is being received now, try again later\r\n"
             if self._discard_command is not None or refusal is not None:
                 if self._discard_command is None:
                     assert refusal is not None
@@ -737,9 +771,11 @@ class IMAPFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, services: Any, limits: ImapLimits, tls: Any = None, implicit_tls: bool = False) -> None:
+    def __init__(self, services: Any, limits: ImapLimits, tls: Any = None, implicit_tls: bool = False,
+                 budget: LiteralBudget | None = None) -> None:
         self.services = services
         self.limits = limits
+        self.budget = budget if budget is not None else LiteralBudget(limits.max_buffered)
         self.tls = None if implicit_tls else tls
         self.implicit_tls = implicit_tls
         self._per_client: dict[str, int] = {}
