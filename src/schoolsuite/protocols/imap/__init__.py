@@ -15,8 +15,9 @@ from twisted.internet import defer
 
 from ... import server
 from ...server import PROTOCOL_FACTORIES
+from ...services.budget import MemoryBudget
 from . import ops_search
-from .protocol import IMAPFactory, ImapLimits, LiteralBudget
+from .protocol import IMAPFactory, ImapLimits
 
 
 def limits_from_config(config: Any) -> ImapLimits:
@@ -57,14 +58,14 @@ def _say_bye_on_shutdown(ctx: Any, factory: IMAPFactory) -> IMAPFactory:
 
 
 #: id(services) → (services, the literal budget the server's IMAP listeners share).
-_BUDGETS: dict[int, tuple[Any, LiteralBudget]] = {}
+_BUDGETS: dict[int, tuple[Any, MemoryBudget]] = {}
 
 
-def _budget(ctx: Any) -> LiteralBudget:
-    """One LiteralBudget ([imap] max_buffered) for all IMAP listeners of a server."""
+def _budget(ctx: Any) -> MemoryBudget:
+    """One MemoryBudget ([imap] max_buffered) for all IMAP listeners of a server."""
     entry = _BUDGETS.get(id(ctx.services))
     if entry is None or entry[0] is not ctx.services:
-        entry = _BUDGETS[id(ctx.services)] = (ctx.services, LiteralBudget(limits_from_config(ctx.config).max_buffered))
+        entry = _BUDGETS[id(ctx.services)] = (ctx.services, MemoryBudget(limits_from_config(ctx.config).max_buffered))
     return entry[1]
 
 

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ...metrics import REGISTRY
+from ...services.budget import MemoryBudget
 from . import ops_auth, ops_fetch, ops_mailbox, ops_message, ops_search, ops_select
 from .commands import parse_command
 from .errors import Bad, Bye, Cut, ImapError, No, reply_for
@@ -53,25 +54,6 @@ class ImapLimits:
     autologout_seconds: int = 30 * 60  # RFC 3501 §5.4: at least 30 minutes
     preauth_seconds: int = 60
     max_buffered: int = 1 << 30  # literal bytes all connections together may hold while receiving
-
-
-class LiteralBudget:
-    """Literal bytes (mostly APPENDed messages) held in memory by every connection of a server while they
-    arrive. A literal that would exceed it is refused before it is sent (NO [UNAVAILABLE], try later), so
-    thirty sessions of one account appending 50 MB each cannot take the server's memory."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, size: int) -> bool:
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
-
-    def give(self, size: int) -> None:
-        self.held -= size
 
 
 LITERAL_MINUS_MAX = 4096  # RFC 7888 §5: the largest non-synchronizing literal under LITERAL-
@@ -772,10 +754,13 @@ class IMAPFactory(protocol.Factory):
     noisy = False
 
     def __init__(self, services: Any, limits: ImapLimits, tls: Any = None, implicit_tls: bool = False,
-                 budget: LiteralBudget | None = None) -> None:
+                 budget: MemoryBudget | None = None) -> None:
         self.services = services
         self.limits = limits
-        self.budget = budget if budget is not None else LiteralBudget(limits.max_buffered)
+        # Literal bytes (mostly APPENDed messages) that every connection of the server holds while they arrive: a
+        # literal beyond it is refused before it is sent (NO [UNAVAILABLE], try later), so thirty sessions of one
+        # account appending 50 MB each cannot take the server's memory.
+        self.budget = budget if budget is not None else MemoryBudget(limits.max_buffered)
         self.tls = None if implicit_tls else tls
         self.implicit_tls = implicit_tls
         self._per_client: dict[str, int] = {}

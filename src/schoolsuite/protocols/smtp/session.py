@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...services.budget import MemoryBudget
 from .grammar import MailFrom
 
 
@@ -42,23 +43,6 @@ class Settings:
     open_per_client: dict[str, int] = field(default_factory=dict)
     open_total: int = 0
     budget: "MemoryBudget | None" = None  # shared by every SMTP listener of the process
-
-
-class MemoryBudget:
-    """Bytes of message data held by all connections; a message beyond it is refused (452 4.3.1)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, n: int) -> bool:
-        if self.held + n > self.limit:
-            return False
-        self.held += n
-        return True
-
-    def give(self, n: int) -> None:
-        self.held = max(0, self.held - n)
 
 
 @dataclass
