@@ -106,3 +106,35 @@ tls_level = tls_compat
                          timeout=timeout)
     assert run.returncode == 0, run.stdout + run.stderr
     return maildir
+
+
+def mbsync_config(server: "ImapServer", user: str, password: str, home: Path, *, local: str = "",
+                  channel: str) -> tuple[Path, Path]:
+    """An mbsyncrc (IMAPS, the test CA) for ``user`` with a Maildir store under ``home``/Mail: ``local`` adds
+    lines to the Maildir store, ``channel`` the channel's own (Patterns, Create, ...). (config, Maildir)."""
+    maildir = home / "Mail"
+    maildir.mkdir()
+    (home / "pass").write_text(password)
+    config = home / "mbsyncrc"
+    config.write_text(f"""IMAPAccount school
+Host 127.0.0.1
+Port {server.imaps_port}
+User {user}
+PassCmd "cat {home / 'pass'}"
+SSLType IMAPS
+CertificateFile {server.instance.cert}
+SystemCertificates no
+
+IMAPStore remote
+Account school
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+{local}
+Channel school
+Far :remote:
+Near :local:
+{channel}SyncState *
+""")
+    return config, maildir

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_server import PASSWORD, USER, ImapServer, offlineimap, start, tls_context
+from imap_server import PASSWORD, USER, ImapServer, mbsync_config, offlineimap, start, tls_context
 from support import require_program, schoolsuite_cmd, stop_process
 
 STREAMER = "stream@school.example"
@@ -135,33 +135,7 @@ def test_memory_stays_bounded_while_a_client_does_not_read(server):
 def test_mbsync_pulls_a_30_mb_message_intact(server, tmp_path):
     """mbsync (isync) syncs the mailbox holding the 30 MB message into a Maildir; the file is the message."""
     mbsync = require_program("mbsync")
-    maildir = tmp_path / "Mail"
-    maildir.mkdir()
-    (tmp_path / "pass").write_text(PASSWORD)
-    config = tmp_path / "mbsyncrc"
-    config.write_text(f"""IMAPAccount school
-Host 127.0.0.1
-Port {server.imaps_port}
-User {STREAMER}
-PassCmd "cat {tmp_path / 'pass'}"
-SSLType IMAPS
-CertificateFile {server.instance.cert}
-SystemCertificates no
-
-IMAPStore remote
-Account school
-
-MaildirStore local
-Path {maildir}/
-Inbox {maildir}/INBOX
-
-Channel school
-Far :remote:
-Near :local:
-Patterns INBOX
-Create Near
-SyncState *
-""")
+    config, maildir = mbsync_config(server, STREAMER, PASSWORD, tmp_path, channel="Patterns INBOX\nCreate Near\n")
     run = subprocess.run([mbsync, "-c", str(config), "-a"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     files = sorted([*(maildir / "INBOX" / "cur").glob("*"), *(maildir / "INBOX" / "new").glob("*")],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_server import PASSWORD, USER, ImapServer, offlineimap, start, tls_context
+from imap_server import PASSWORD, USER, ImapServer, mbsync_config, offlineimap, start, tls_context
 from support import require_program
 
 pytestmark = pytest.mark.realclient
@@ -46,35 +46,8 @@ def test_mbsync_both_ways(server: ImapServer, tmp_path: Path) -> None:
     for n in range(5):
         m.append("INBOX", None, None, _message(n))
     m.logout()
-    maildir = tmp_path / "Mail"
-    maildir.mkdir()
-    (tmp_path / "pass").write_text(PASSWORD)
-    config = tmp_path / "mbsyncrc"
-    config.write_text(f"""IMAPAccount school
-Host 127.0.0.1
-Port {server.imaps_port}
-User {user}
-PassCmd "cat {tmp_path / 'pass'}"
-SSLType IMAPS
-CertificateFile {server.instance.cert}
-SystemCertificates no
-
-IMAPStore remote
-Account school
-
-MaildirStore local
-Path {maildir}/
-Inbox {maildir}/INBOX
-SubFolders Verbatim
-
-Channel school
-Far :remote:
-Near :local:
-Patterns *
-Create Both
-Expunge Both
-SyncState *
-""")
+    config, maildir = mbsync_config(server, user, PASSWORD, tmp_path, local="SubFolders Verbatim\n",
+                                    channel="Patterns *\nCreate Both\nExpunge Both\n")
     run = subprocess.run([mbsync, "-c", str(config), "-a"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     files = _maildir_files(maildir, "INBOX")
