@@ -7,6 +7,7 @@ import ssl
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from schoolsuite.instance import init_instance
@@ -138,3 +139,24 @@ Near :local:
 {channel}SyncState *
 """)
     return config, maildir
+
+
+def tls_session(server: "ImapServer", user: str = USER, password: str = PASSWORD, then: bytes = b"", *,
+                small_rcvbuf: bool = False, timeout: float = 30) -> tuple[socket.socket, Any]:
+    """A raw IMAPS connection, logged in, after the tagged OK of its last command: ``then`` holds further
+    command lines sent with the LOGIN (tagged; the last one is waited for). ``small_rcvbuf``: a 64 KiB
+    receive buffer, so that the server cannot run far ahead of what the test reads. (socket, reading file)."""
+    raw = socket.socket()
+    if small_rcvbuf:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    raw.settimeout(timeout)
+    raw.connect(("127.0.0.1", server.imaps_port))
+    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
+    f = sock.makefile("rb")
+    f.readline()
+    lines = f'l LOGIN {user} "{password}"\r\n'.encode() + then
+    last_tag = lines.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].split(b" ", 1)[0]
+    sock.sendall(lines)
+    while not f.readline().startswith(last_tag + b" OK"):
+        pass
+    return sock, f

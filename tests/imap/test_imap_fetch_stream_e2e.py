@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from imap_server import PASSWORD, USER, ImapServer, mbsync_config, offlineimap, start, tls_context
+from imap_server import PASSWORD, USER, ImapServer, mbsync_config, offlineimap, start, tls_context, tls_session
 from support import require_program, schoolsuite_cmd, stop_process
 
 STREAMER = "stream@school.example"
@@ -109,14 +109,7 @@ def test_memory_stays_bounded_while_a_client_does_not_read(server):
     server less than 16 MiB of heap (the response was built whole before: about 90 MiB); then it reads all
     of it intact."""
     _restart(server)
-    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 30)
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-    f = sock.makefile("rb")
-    f.readline()
-    sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
-    while not f.readline().startswith(b"s OK"):
-        pass
+    sock, f = tls_session(server, STREAMER, PASSWORD, b"s EXAMINE INBOX\r\n", small_rcvbuf=True)
     time.sleep(0.3)
     before = _rss_anon_kib(server.proc.pid)
     sock.sendall(b"f FETCH 1 (BODY.PEEK[])\r\n")
@@ -151,13 +144,7 @@ def test_compressed_tls_fetch_of_30_mb(server):
     after the streamed FETCH is answered after it, in order."""
     import zlib
 
-    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 30)
-    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-    f = sock.makefile("rb")
-    f.readline()
-    sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\nz COMPRESS DEFLATE\r\n'.encode())
-    while not f.readline().startswith(b"z OK"):
-        pass
+    sock, f = tls_session(server, STREAMER, PASSWORD, b"z COMPRESS DEFLATE\r\n")
     zin, zout = zlib.decompressobj(-15), zlib.compressobj(6, zlib.DEFLATED, -15)
     sock.sendall(zout.compress(b"s EXAMINE INBOX\r\nf FETCH 1 (BODY.PEEK[])\r\nn NOOP\r\n")
                  + zout.flush(zlib.Z_SYNC_FLUSH))
@@ -183,22 +170,6 @@ def test_offlineimap_mirrors_a_30_mb_message_intact(server, tmp_path):
     assert got in (BIG, BIG.replace(b"\r\n", b"\n")), (len(got), len(BIG))
 
 
-def _examining(s):
-    """A TLS connection with a small receive buffer (the server cannot run far ahead of what is read),
-    logged in with INBOX examined: (socket, its reading file)."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    raw.settimeout(30)
-    raw.connect(("127.0.0.1", s.imaps_port))
-    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-    f = sock.makefile("rb")
-    f.readline()
-    sock.sendall(f'l LOGIN {STREAMER} "{PASSWORD}"\r\ns EXAMINE INBOX\r\n'.encode())
-    while not f.readline().startswith(b"s OK"):
-        pass
-    return sock, f
-
-
 def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
     """SIGTERM while a 30 MB literal is being sent to a client over TLS: the client still reads the whole
     response, then NO [UNAVAILABLE] (not the next message) and * BYE; the server exits 0, store closed."""
@@ -208,7 +179,7 @@ def test_sigterm_mid_literal_finishes_the_response_first(tmp_path):
         m.append("INBOX", None, None, BIG)
         m.append("INBOX", None, None, BIG)
         m.logout()
-        sock, f = _examining(s)
+        sock, f = tls_session(s, STREAMER, PASSWORD, b"s EXAMINE INBOX\r\n", small_rcvbuf=True)
         sock.sendall(b"f FETCH 1:2 (BODY.PEEK[])\r\n")
         assert f.readline() == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
         first = f.read(1 << 20)
@@ -237,7 +208,7 @@ def test_sigterm_with_a_stalled_reader_cuts_after_the_wait(tmp_path):
         m = _imap(s)
         m.append("INBOX", None, None, BIG)
         m.logout()
-        sock, f = _examining(s)
+        sock, f = tls_session(s, STREAMER, PASSWORD, b"s EXAMINE INBOX\r\n", small_rcvbuf=True)
         sock.sendall(b"f FETCH 1 (BODY.PEEK[])\r\n")
         assert f.readline() == b"* 1 FETCH (BODY[] {%d}\r\n" % len(BIG)
         got = f.read(1 << 20)

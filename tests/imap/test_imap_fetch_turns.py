@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from imap_helpers import Conn, HeldWriter, message
-from imap_server import PASSWORD, USER, start, tls_context
+from imap_server import start, tls_session
 from schoolsuite.protocols.imap import ops_fetch
 from schoolsuite.protocols.imap.commands import parse_command
 from schoolsuite.protocols.imap.protocol import CLOSE_GRACE_SECONDS, SHUTDOWN_WAIT_SECONDS, IMAPFactory, ImapLimits
@@ -318,7 +318,7 @@ def served(tmp_path_factory):
     """A real ``schoolsuite serve`` whose INBOX holds 1,200 messages (more than SMALL_FETCH)."""
     server = start(tmp_path_factory.mktemp("imap-turns"))
     try:
-        sock, f = _tls_login(server)
+        sock, f = tls_session(server)
         data = b"".join(b" {%d+}\r\n" % len(m) + m for m in (message(f"m{i}", "x" * 400 + "\r\n")
                                                                  for i in range(1200)))
         sock.sendall(b"p APPEND INBOX" + data + b"\r\n")
@@ -331,21 +331,10 @@ def served(tmp_path_factory):
         server.stop()
 
 
-def _tls_login(server):
-    raw = socket.create_connection(("127.0.0.1", server.imaps_port), 20)
-    sock = tls_context().wrap_socket(raw, server_hostname="localhost")
-    f = sock.makefile("rb")
-    f.readline()
-    sock.sendall(f'l LOGIN {USER} "{PASSWORD}"\r\n'.encode())
-    while not f.readline().startswith(b"l OK"):
-        pass
-    return sock, f
-
-
 def test_fetch_in_turns_over_tls_to_a_slow_reader(served):
     """Over implicit TLS, a FETCH of 1,200 bodies (~0.7 MB) to a client that reads only after a pause (the
     write buffer fills, the batches wait) arrives whole and in order, and the connection stays usable."""
-    sock, f = _tls_login(served)
+    sock, f = tls_session(served)
     sock.sendall(b"s SELECT INBOX\r\nf FETCH 1:* (BODY.PEEK[TEXT])\r\n")
     time.sleep(0.5)
     seqs = []
@@ -364,7 +353,7 @@ def test_sigterm_says_bye_to_an_idle_client(served):
     """SIGTERM to ``schoolsuite serve``: an IDLE client over implicit TLS and a plain connection get
     * BYE [UNAVAILABLE] before the connection closes, the store is closed and the process exits 0
     (runs last: it stops the module's server)."""
-    sock, f = _tls_login(served)
+    sock, f = tls_session(served)
     sock.sendall(b"s SELECT INBOX\r\ni IDLE\r\n")
     while not f.readline().startswith(b"+ "):
         pass
