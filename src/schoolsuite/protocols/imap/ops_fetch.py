@@ -508,27 +508,21 @@ def section_span(body: _Body, sec: Section) -> tuple[int, int] | None:
 
 def section_bytes(body: _Body, sec: Section) -> bytes | None:
     """The bytes a section names (RFC 3501 §6.4.5), or None when the part does not exist."""
-    root = body.root
-    target = mime.resolve(root, list(sec.part)) if sec.part else root
+    span = section_span(body, sec)
+    if span is not None:
+        return body.range(*span)
+    target = mime.resolve(body.root, list(sec.part)) if sec.part else body.root
     if target is None:
         return None
-    if sec.specifier == "MIME":
-        return body.range(target.hstart, target.bstart)
-    if sec.specifier in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"):
+    if sec.specifier:  # HEADER.FIELDS (.NOT), or HEADER/TEXT of a part that is not a message
         if sec.part:
             if target.message is None:
                 return b""
             target = target.message
-        if sec.specifier == "TEXT":
-            return body.range(target.bstart, target.end)
         header = body.range(target.hstart, target.bstart)
-        if sec.specifier == "HEADER":
-            return header
         return filter_header(header, set(sec.fields), sec.specifier == "HEADER.FIELDS.NOT")
-    if not sec.part:
-        return body.range(0, root.end)
-    data = body.range(target.bstart, target.end)
-    if b"\x00" in data and (target.encoding or "").lower() == "binary":
+    data = body.range(target.bstart, target.end)  # a part in Content-Transfer-Encoding binary
+    if b"\x00" in data:
         # RFC 3516 §4.2: a binary part cannot go out in a plain literal; send it base64-encoded.
         encoded = base64.b64encode(data)
         data = b"\r\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76)) + b"\r\n"
